@@ -1,0 +1,1 @@
+# meterseal.firmware: the gateway. Everything here runs on MicroPython as well as CPython.

@@ -1,0 +1,1 @@
+# meterseal.fraud_rules: cheating detectors over verified records (CPython only).

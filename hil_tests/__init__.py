@@ -1,0 +1,1 @@
+# meterseal.hil: MicroPython runner, emulated devices and the conformance suite (CPython only).

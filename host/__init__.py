@@ -1,0 +1,1 @@
+# meterseal.host: ingest, verification, storage, alerts, console and CLI (CPython only).
