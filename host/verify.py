@@ -1,0 +1,83 @@
+"""Record verification on the host: COSE_Sign1/ES256 checked with `cryptography` over the exact
+received bytes, then the payload parsed against the record schema.
+
+Per-record outcomes follow DESIGN.md section 7. Chain findings (gaps, forks, rewinds) are a
+separate, per-gateway concern built on top of these verdicts.
+"""
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from meterseal.protocol import cose, records
+from meterseal.protocol.errors import COSEError, RecordError
+
+VERIFIED = "VERIFIED"
+BAD_SIGNATURE = "BAD_SIGNATURE"
+UNKNOWN_KEY = "UNKNOWN_KEY"
+UNSUPPORTED_ALG = "UNSUPPORTED_ALG"
+MALFORMED = "MALFORMED"
+
+# Order of the P-256 group (FIPS 186-4 D.1.2.3). r and s must lie in [1, n-1].
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+def load_public_key(sec1):
+    """A P-256 public key from its 65-byte uncompressed SEC1 encoding; ValueError if invalid."""
+    if len(sec1) != cose.PUBLIC_KEY_SIZE or sec1[0] != 4:
+        raise ValueError("public key must be 65 bytes, uncompressed SEC1 (0x04 || x || y)")
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes(sec1))
+
+
+def verify_es256(public_key, message, signature):
+    """True iff ``signature`` (r || s, 64 bytes) is a valid ES256 signature of ``message``."""
+    if len(signature) != cose.SIGNATURE_SIZE:
+        return False
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:], "big")
+    if not (0 < r < P256_ORDER and 0 < s < P256_ORDER):
+        return False
+    try:
+        public_key.verify(encode_dss_signature(r, s), message, _ECDSA_SHA256)
+    except InvalidSignature:
+        return False
+    return True
+
+
+class Verdict:
+    __slots__ = ("outcome", "kid", "record", "detail")
+
+    def __init__(self, outcome, kid=None, record=None, detail=""):
+        self.outcome = outcome
+        self.kid = kid
+        self.record = record
+        self.detail = detail
+
+    def __repr__(self):
+        return f"Verdict({self.outcome}, {self.detail!r})"
+
+
+def verify_record(data, public_keys):
+    """Verify one COSE_Sign1 record. ``public_keys`` maps kid -> loaded public key.
+
+    The payload is parsed only after its signature checks out, so nothing unauthenticated is
+    ever interpreted as a measurement.
+    """
+    try:
+        envelope = cose.parse_sign1(data)
+    except COSEError as exc:
+        return Verdict(MALFORMED, detail=str(exc))
+    if envelope.alg != cose.ALG_ES256:
+        return Verdict(UNSUPPORTED_ALG, envelope.kid, detail=f"alg {envelope.alg} is not ES256")
+    public_key = public_keys.get(envelope.kid)
+    if public_key is None:
+        return Verdict(UNKNOWN_KEY, envelope.kid, detail=f"no key registered for kid {envelope.kid.hex()}")
+    if not verify_es256(public_key, envelope.to_be_signed(), envelope.signature):
+        return Verdict(BAD_SIGNATURE, envelope.kid, detail="ES256 signature does not verify")
+    try:
+        record = records.parse(envelope.payload)
+    except RecordError as exc:
+        return Verdict(MALFORMED, envelope.kid, detail=f"signed payload violates the record schema: {exc}")
+    return Verdict(VERIFIED, envelope.kid, record)
