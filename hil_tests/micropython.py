@@ -4,6 +4,7 @@ The image is a directory laid out as the device's filesystem: ``meterseal/<packa
 for every file that ``meterseal.firmware.manifest`` lists, compiled by ``mpy-cross``.
 """
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -70,6 +71,24 @@ def build_image(dest):
     return written
 
 
+def image_facts(image):
+    """Module count, total .mpy bytes and the software digest of a built image.
+
+    The digest is SHA-256 over every .mpy file in path order, each as its path, a NUL, its
+    length as 4 bytes big-endian and its content, so renaming or moving a module changes it.
+    """
+    image = Path(image)
+    digest = hashlib.sha256()
+    files = sorted(image.rglob("*.mpy"))
+    total = 0
+    for path in files:
+        content = path.read_bytes()
+        digest.update(path.relative_to(image).as_posix().encode() + b"\0")
+        digest.update(len(content).to_bytes(4, "big") + content)
+        total += len(content)
+    return {"files": len(files), "bytes": total, "digest": digest.digest()}
+
+
 def run(script, image, args=(), heapsize=None, timeout=600, cwd=None):
     """Run a script file under the MicroPython unix port with ``image`` as its library path."""
     cmd = [micropython_command()]
@@ -80,3 +99,10 @@ def run(script, image, args=(), heapsize=None, timeout=600, cwd=None):
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
     )
+
+
+def last_line(result):
+    """The last line a finished script printed: its error message when it failed (MicroPython
+    prints tracebacks on stdout), so callers can report it without the traceback."""
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    return lines[-1] if lines else f"exit status {result.returncode}, no output"

@@ -1,7 +1,14 @@
-"""The ``meterseal`` command."""
+"""The ``meterseal`` command. Expected failures print one clear line; no traceback reaches a user."""
 
 import argparse
+import subprocess
 import sys
+
+from meterseal.hil.micropython import MicroPythonError
+from meterseal.host import bench, demo
+from meterseal.protocol.errors import ProtocolError
+
+_USER_ERRORS = (demo.DemoError, MicroPythonError, ProtocolError, OSError, subprocess.TimeoutExpired)
 
 
 def build_parser():
@@ -11,13 +18,20 @@ def build_parser():
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    return parser, sub
+    demo.add_parser(sub)
+    bench.add_parser(sub)
+    return parser
 
 
 def main(argv=None):
-    parser, _ = build_parser()
-    args = parser.parse_args(argv)
-    return args.run(args)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except _USER_ERRORS as exc:
+        print(f"meterseal {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":
