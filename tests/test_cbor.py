@@ -14,49 +14,7 @@ from hypothesis import strategies as st
 from meterseal.protocol import cbor
 from meterseal.protocol.errors import CBORError, ProtocolError
 
-# RFC 8949 Appendix A, every example inside the subset.
-APPENDIX_A_IN_SUBSET = [
-    (0, "00"),
-    (1, "01"),
-    (10, "0a"),
-    (23, "17"),
-    (24, "1818"),
-    (25, "1819"),
-    (100, "1864"),
-    (1000, "1903e8"),
-    (1000000, "1a000f4240"),
-    (1000000000000, "1b000000e8d4a51000"),
-    (2**64 - 1, "1bffffffffffffffff"),
-    (-(2**64), "3bffffffffffffffff"),
-    (-1, "20"),
-    (-10, "29"),
-    (-100, "3863"),
-    (-1000, "3903e7"),
-    (False, "f4"),
-    (True, "f5"),
-    (None, "f6"),
-    (b"", "40"),
-    (b"\x01\x02\x03\x04", "4401020304"),
-    ("", "60"),
-    ("a", "6161"),
-    ("IETF", "6449455446"),
-    ('"\\', "62225c"),
-    ("\u00fc", "62c3bc"),
-    ("\u6c34", "63e6b0b4"),
-    ("\U00010151", "64f0908591"),
-    ([], "80"),
-    ([1, 2, 3], "83010203"),
-    ([1, [2, 3], [4, 5]], "8301820203820405"),
-    (list(range(1, 26)), "98190102030405060708090a0b0c0d0e0f101112131415161718181819"),
-    ({}, "a0"),
-    ({1: 2, 3: 4}, "a201020304"),
-    ({"a": 1, "b": [2, 3]}, "a26161016162820203"),
-    (["a", {"b": "c"}], "826161a161626163"),
-    (
-        {"a": "A", "b": "B", "c": "C", "d": "D", "e": "E"},
-        "a56161614161626142616361436164614461656145",
-    ),
-]
+from known_vectors import APPENDIX_A_IN_SUBSET
 
 # Appendix A has no tag 18, the one tag in the subset; RFC 9052 C.2.1 (a COSE_Sign1) does.
 RFC9052_C21_SIGN1_HEX = (

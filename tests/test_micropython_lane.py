@@ -1,8 +1,9 @@
 """The MicroPython lane: every device module compiles with mpy-cross and imports on the real unix
 port, and the plain assert scripts in tests/mpy/ pass on both MicroPython and CPython.
 
-A script ends by printing ``PASS <name>``; a heap limit for MicroPython is declared on a line of
-its own as ``# heapsize: 192K``.
+A script is named ``*_checks.py`` and ends by printing ``PASS <name>``; a heap limit for
+MicroPython is declared on a line of its own as ``# heapsize: 192K``. Other modules there
+(``known_vectors.py``) are shared data that scripts and pytest tests both import.
 """
 
 import re
@@ -15,7 +16,7 @@ import pytest
 from meterseal.firmware.manifest import DEVICE_FILES, HOST_ONLY
 from meterseal.hil import micropython
 
-SCRIPTS = sorted((Path(__file__).parent / "mpy").glob("*.py"))
+SCRIPTS = sorted((Path(__file__).parent / "mpy").glob("*_checks.py"))
 
 
 def _declared_heapsize(script):

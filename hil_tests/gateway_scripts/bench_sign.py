@@ -14,24 +14,12 @@ collection at the end (null where the interpreter has no such call).
 import gc
 import json
 import sys
-import time
 
+import ticks
 from meterseal.firmware import p256, signer
 
 # RFC 6979 A.2.5's key: any fixed key will do, this one is recognisable.
 _BENCH_KEY = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721
-
-try:
-    _now_us = time.ticks_us
-    _elapsed_us = time.ticks_diff
-except AttributeError:  # CPython
-
-    def _now_us():
-        return time.perf_counter_ns() // 1000
-
-    def _elapsed_us(end, start):
-        return end - start
-
 
 def _percentile_ms(sorted_us, percent):
     return sorted_us[min(len(sorted_us) - 1, len(sorted_us) * percent // 100)] / 1000
@@ -48,19 +36,19 @@ def main(argv):
         return 2
 
     gc.collect()
-    start = _now_us()
+    start = ticks.now_us()
     table = p256.Table() if mode == "table" else None
     if table is None:
         p256.builtin_table()
-    build_us = _elapsed_us(_now_us(), start)
+    build_us = ticks.elapsed_us(ticks.now_us(), start)
 
     key = signer.SoftwareSigner(_BENCH_KEY, table)
     sign_us = []
     for i in range(count):
         message = b"bench record %d" % i
-        start = _now_us()
+        start = ticks.now_us()
         key.sign(message)
-        sign_us.append(_elapsed_us(_now_us(), start))
+        sign_us.append(ticks.elapsed_us(ticks.now_us(), start))
     sign_us.sort()
 
     gc.collect()

@@ -13,10 +13,10 @@ import gc
 import json
 import struct
 import sys
-import time
 from binascii import hexlify, unhexlify
 from hashlib import sha256
 
+import ticks
 from meterseal.firmware import p256, signer
 from meterseal.protocol import cose, records
 
@@ -25,18 +25,6 @@ DISPENSER = 0x50
 UNIT_PRICE_MINOR_PER_KL = (0, 789000, 832000)  # by nozzle: 7.89 and 8.32 yuan/L
 SCALE_UNIT_PRICE_MINOR_PER_KG = 1280  # 12.80 yuan/kg
 EPOCH_2026_MS = 1767225600000
-
-try:
-    _ticks_us = time.ticks_us
-    _ticks_diff = time.ticks_diff
-except AttributeError:  # CPython
-
-    def _ticks_us():
-        return time.perf_counter_ns() // 1000
-
-    def _ticks_diff(end, start):
-        return end - start
-
 
 class Gateway:
     """Just enough of the recorder to produce a realistic, correctly chained stream."""
@@ -72,9 +60,9 @@ class Gateway:
         if device is not None:
             values["device"] = device
         payload = records.encode(values)
-        start = _ticks_us()
+        start = ticks.now_us()
         envelope = cose.sign1(payload, self.key, self.kid)
-        self.sign_us.append(_ticks_diff(_ticks_us(), start))
+        self.sign_us.append(ticks.elapsed_us(ticks.now_us(), start))
         self.out.write(struct.pack(">I", len(envelope)))
         self.out.write(envelope)
         self.prev = sha256(envelope).digest()

@@ -1,0 +1,74 @@
+"""Known-answer vectors shared by the pytest tests and the plain scripts beside this file, so
+both interpreters check exactly the same published values. Plain data, MicroPython-compatible."""
+
+# RFC 6979 Appendix A.2.5: P-256 key pair and its SHA-256 signatures.
+RFC_KEY = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721
+RFC_UX = 0x60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6
+RFC_UY = 0x7903FE1008B8BC99A41AE9E95628BC64F2F1B20C2D7E9F5177A3C294D4462299
+RFC_VECTORS = (
+    (
+        b"sample",
+        0xA6E3C57DD01ABE90086538398355DD4C3B17AA873382B0F24D6129493D8AAD60,
+        0xEFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716,
+        0xF7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8,
+    ),
+    (
+        b"test",
+        0xD16B6AE827F17175E040871A1C7EC3500192C4C92677336EC2537ACAEE0008E0,
+        0xF1ABB023518351CD71D881567B1EA663ED3EFCF6C5132B354F28D3B0B7D38367,
+        0x019F4113742A2B14BD25926B49C649155F267E60D3814B4C0CC84250E46F0083,
+    ),
+    # C2SP CCTV rfc6979/README.md, same key: the first HMAC-DRBG candidate is >= n and must be
+    # rejected (a 2^-32 event on P-256 that the RFC's own vectors never hit).
+    (
+        b"wv[vnX",
+        0x2AE40DF9D9DAB61D688DE3DCB9867A98ECC70DD4D6C0F6C228B6E4E0B18B29BC,
+        0xEFD9073B652E76DA1B5A019C0E4A2E3FA529B035A6ABB91EF67F0ED7A1F21234,
+        0x3DB4706C9D9F4A4FE13BB5E08EF0FAB53A57DBAB2061C83A35FA411C68D2BA33,
+    ),
+)
+
+
+# RFC 8949 Appendix A, every example inside the subset.
+APPENDIX_A_IN_SUBSET = (
+    (0, "00"),
+    (1, "01"),
+    (10, "0a"),
+    (23, "17"),
+    (24, "1818"),
+    (25, "1819"),
+    (100, "1864"),
+    (1000, "1903e8"),
+    (1000000, "1a000f4240"),
+    (1000000000000, "1b000000e8d4a51000"),
+    (2**64 - 1, "1bffffffffffffffff"),
+    (-(2**64), "3bffffffffffffffff"),
+    (-1, "20"),
+    (-10, "29"),
+    (-100, "3863"),
+    (-1000, "3903e7"),
+    (False, "f4"),
+    (True, "f5"),
+    (None, "f6"),
+    (b"", "40"),
+    (b"\x01\x02\x03\x04", "4401020304"),
+    ("", "60"),
+    ("a", "6161"),
+    ("IETF", "6449455446"),
+    ('"\\', "62225c"),
+    ("\u00fc", "62c3bc"),
+    ("\u6c34", "63e6b0b4"),
+    ("\U00010151", "64f0908591"),
+    ([], "80"),
+    ([1, 2, 3], "83010203"),
+    ([1, [2, 3], [4, 5]], "8301820203820405"),
+    (list(range(1, 26)), "98190102030405060708090a0b0c0d0e0f101112131415161718181819"),
+    ({}, "a0"),
+    ({1: 2, 3: 4}, "a201020304"),
+    ({"a": 1, "b": [2, 3]}, "a26161016162820203"),
+    (["a", {"b": "c"}], "826161a161626163"),
+    (
+        {"a": "A", "b": "B", "c": "C", "d": "D", "e": "E"},
+        "a56161614161626142616361436164614461656145",
+    ),
+)
