@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -14,23 +15,28 @@ from pycose.keys import EC2Key
 from pycose.keys.curves import P256
 from pycose.messages import Sign1Message
 
+from meterseal.firmware.signer import SoftwareSigner
+from meterseal.hil import micropython
 from meterseal.host import verify
 from meterseal.protocol import cbor, cose
 from meterseal.protocol.errors import COSEError
 
-# COSE WG Examples, ecdsa-examples/ecdsa-sig-01.json (the RFC 9052 C.2.1 style Sign1 example):
-# key "11", protected {1: -7, 3: 0}, payload "This is the content.".
-EXAMPLE_X = bytes.fromhex("bac5b11cad8f99f9c72b05cf4b9e26d244dc189f745228255a219a86d6a09eff")
-EXAMPLE_Y = bytes.fromhex("20138bf82dc1b6d562be0fa54ab7804a3a64b6d72ccfed6b6fb6ed28bbfc117e")
-EXAMPLE_PROTECTED = bytes.fromhex("a201260300")
-EXAMPLE_PAYLOAD = b"This is the content."
-EXAMPLE_TO_BE_SIGNED = bytes.fromhex(
-    "846A5369676E61747572653145A2012603004054546869732069732074686520636F6E74656E742E"
+from known_vectors import (
+    COSE_EXAMPLE_PAYLOAD,
+    COSE_EXAMPLE_PROTECTED,
+    COSE_EXAMPLE_SIGNATURE,
+    COSE_EXAMPLE_TO_BE_SIGNED,
+    COSE_EXAMPLE_X,
+    COSE_EXAMPLE_Y,
+    RFC_KEY,
 )
-EXAMPLE_SIGNATURE = bytes.fromhex(
-    "EAE868ECC176883766C5DC5BA5B8DCA25DAB3C2E56A551CE5705B793914348E1"
-    "72727F48461FABBBA2E343492DDECAC3983686250BC68E9F1A7A07D41225B59F"
-)
+
+EXAMPLE_X = bytes.fromhex(COSE_EXAMPLE_X)
+EXAMPLE_Y = bytes.fromhex(COSE_EXAMPLE_Y)
+EXAMPLE_PROTECTED = bytes.fromhex(COSE_EXAMPLE_PROTECTED)
+EXAMPLE_PAYLOAD = COSE_EXAMPLE_PAYLOAD
+EXAMPLE_TO_BE_SIGNED = bytes.fromhex(COSE_EXAMPLE_TO_BE_SIGNED)
+EXAMPLE_SIGNATURE = bytes.fromhex(COSE_EXAMPLE_SIGNATURE)
 
 
 class CryptographySigner:
@@ -187,3 +193,20 @@ def test_wycheproof_p256_sha256_p1363_every_case(shared_testdata):
         if accepted != (case["result"] == "valid"):
             wrong.append((case["tcId"], case["comment"], case["result"]))
     assert not wrong, f"verdicts differ from Wycheproof: {wrong}"
+
+
+def test_envelope_made_on_micropython_verifies_with_cryptography_and_pycose(device_image):
+    script = Path(__file__).parent / "mpy" / "cose_checks.py"
+    result = micropython.run(script, device_image, heapsize="192K")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (line,) = [l for l in result.stdout.splitlines() if l.startswith("ENVELOPE ")]
+    envelope = bytes.fromhex(line.split()[1])
+    gateway = SoftwareSigner(RFC_KEY)
+    public = gateway.public_key()
+    # Deterministic nonces: CPython running the same code produces the very same bytes.
+    assert envelope == cose.sign1(b"\xa1\x01\x02", gateway, cose.kid_for(public))
+    message = Sign1Message.decode(envelope)
+    message.key = EC2Key(crv=P256, x=public[1:33], y=public[33:])
+    assert message.verify_signature()
+    parsed = cose.parse_sign1(envelope)
+    assert verify.verify_es256(verify.load_public_key(public), parsed.to_be_signed(), parsed.signature)
