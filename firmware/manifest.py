@@ -10,6 +10,9 @@ DEVICE_FILES = {
         "crc.py",
         "cose.py",
         "records.py",
+        "dart.py",
+        "mtsics.py",
+        "tls.py",
     ),
     "firmware": (
         "__init__.py",
@@ -20,6 +23,6 @@ DEVICE_FILES = {
 }
 
 HOST_ONLY = {
-    "protocol": (),
+    "protocol": ("scapy_layers.py",),
     "firmware": ("manifest.py",),
 }

@@ -1,0 +1,79 @@
+"""The emulators' plumbing over real ptys, driven by pyserial as a gateway or test client would."""
+
+import time
+
+import pytest
+import serial
+
+from meterseal.hil.serial_link import PtyPort, SharedLine
+
+
+def _read_until(reader, size, timeout=2.0):
+    deadline = time.monotonic() + timeout
+    data = b""
+    while len(data) < size and time.monotonic() < deadline:
+        data += reader()
+    return data
+
+
+@pytest.fixture
+def pty():
+    port = PtyPort()
+    yield port
+    port.close()
+
+
+def test_pty_carries_bytes_both_ways_untranslated(pty):
+    client = serial.Serial(pty.path, 9600, timeout=1)
+    # CR, LF, XON/XOFF and 0xFA must pass untouched: the pty is in raw mode.
+    payload = bytes(range(256))
+    client.write(payload)
+    assert _read_until(lambda: pty.read(0.1), 256) == payload
+    pty.write(b"\r\n\x11\x13\xfa")
+    assert client.read(5) == b"\r\n\x11\x13\xfa"
+    client.close()
+
+
+def test_pty_survives_a_client_reconnecting(pty):
+    for attempt in range(2):
+        client = serial.Serial(pty.path, 9600, timeout=1)
+        client.write(b"attempt %d" % attempt)
+        assert _read_until(lambda: pty.read(0.1), 9) == b"attempt %d" % attempt
+        client.close()
+    assert pty.read(0.05) == b""
+
+
+def test_shared_line_broadcasts_to_every_other_party():
+    line = SharedLine()
+    try:
+        pump = line.attach_local("pump")
+        controller = serial.Serial(line.attach_pty("controller"), 9600, timeout=1)
+        tap = serial.Serial(line.attach_pty("gateway-tap"), 9600, timeout=1)
+        controller.write(b"\x50\x20\xfa")
+        assert _read_until(lambda: pump.read(0.1), 3) == b"\x50\x20\xfa"
+        assert tap.read(3) == b"\x50\x20\xfa"
+        pump.write(b"\x50\x70\xfa")
+        assert controller.read(3) == b"\x50\x70\xfa" and tap.read(3) == b"\x50\x70\xfa"
+        # Nobody hears their own transmission.
+        assert pump.read(0.1) == b""
+        controller.close()
+        tap.close()
+    finally:
+        line.close()
+
+
+def test_a_party_that_never_reads_does_not_stall_the_line():
+    line = SharedLine()
+    try:
+        pump = line.attach_local("pump")
+        line.attach_pty("unplugged")  # nobody ever opens this one
+        client = serial.Serial(line.attach_pty("client"), 9600, timeout=2)
+        # Far more than a pty buffers; the reading client keeps pace, the unplugged one cannot.
+        for i in range(300):
+            chunk = bytes([i % 256]) * 1000
+            pump.write(chunk)
+            assert client.read(1000) == chunk
+        assert line.dropped["unplugged"] > 0 and line.dropped["client"] == 0
+        client.close()
+    finally:
+        line.close()
