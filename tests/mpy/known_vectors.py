@@ -87,3 +87,94 @@ COSE_EXAMPLE_SIGNATURE = (
     "eae868ecc176883766c5dc5ba5b8dca25dab3c2e56a551ce5705b793914348e1"
     "72727f48461fabbba2e343492ddecac3983686250bc68e9f1a7a07d41225b59f"
 )
+
+
+# Wayne DART frames captured from real pumps (pump -> controller), wire bytes in hex, with the
+# address, block number and typed transactions (class name in meterseal.protocol.dart and its
+# constructor arguments) each must decode to and re-encode from byte for byte.
+DART_CAPTURED_FRAMES = (
+    # DC1: status 8, suspended.
+    ("5030010108" "9E9A" "03FA", 0x50, 0, (("DC1PumpStatus", (8,)),)),
+    # End of sale: DC2 0.31 L for 0.51, DC3 unit price 1.645 on nozzle 0 (in), DC1 status 5,
+    # filling completed.
+    (
+        "503202080000003100000051030400164500010105" "B385" "03FA",
+        0x50,
+        2,
+        (
+            ("DC2FilledVolumeAmount", (31, 51)),
+            ("DC3NozzleStatusPrice", (1645, 0, False)),
+            ("DC1PumpStatus", (5,)),
+        ),
+    ),
+    # DC101 volume counters of logical nozzle 1: total 2812.49 L, meter 1 the same, meter 2 none.
+    (
+        "5031651001000028124900002812490000000000" "6089" "03FA",
+        0x50,
+        1,
+        (("DC101TotalCounters", (1, 281249, 281249, 0)),),
+    ),
+)
+
+# DART frames built here to exercise DLE stuffing (DLE 0x10 before every 0xFA in data and CRC),
+# with their direction (0 to pump, 1 from pump) and content as above.
+DART_STUFFED_FRAMES = (
+    # CRC 0xFA9C: the high CRC byte is stuffed.
+    ("50380101089C" "10FA" "03FA", 1, 0x50, 8, (("DC1PumpStatus", (8,)),)),
+    # CRC 0x9EFA: the low CRC byte is stuffed (a reset command to pump 0x5B).
+    ("5B30010105" "10FA" "9E03FA", 0, 0x5B, 0, (("CD1Command", (5,)),)),
+    # Data 10 FA FA in an untyped transaction: a literal DLE is not doubled, each FA is stuffed.
+    (
+        "5031100310" "10FA" "10FA" "5685" "03FA",
+        1,
+        0x50,
+        1,
+        (("RawTransaction", (0x10, b"\x10\xfa\xfa")),),
+    ),
+)
+
+# DART control frames: wire bytes, address, kind (CTRL high nibble), block number.
+DART_CONTROL_FRAMES = (
+    ("5020FA", 0x50, 0x20, 0),  # POLL
+    ("51C3FA", 0x51, 0xC0, 3),  # ACK block 3
+    ("6F5FFA", 0x6F, 0x50, 15),  # NAK block 15
+    ("5A71FA", 0x5A, 0x70, 1),  # EOT block 1
+    ("50E2FA", 0x50, 0xE0, 2),  # ACKPOLL block 2
+)
+
+
+# Veeder-Root TLS checksums: the serial manual's refusal <SOH>9999 -> FF1B, and an i10100 reply
+# captured from a TLS-350 (published in eredden/Veeder-Root-TLS-Socket-Library), each as the bytes
+# from SOH through the last character before CCCC and the checksum the console sent.
+TLS_CHECKSUM_VECTORS = (
+    (b"\x019999", 0xFF1B),
+    (b"\x01i101002312301342020402&&", 0xFB3B),
+)
+TLS_CAPTURED_REPLY = b"\x01i101002312301342020402&&FB3B\x03"
+
+# IEEE 754 singles as TLS sends them, with the record units they decode to in metric consoles:
+# (hex, quantity: 0 volume in mL, 1 height in um, 2 temperature in centi-degC, units).
+TLS_FLOAT_VECTORS = (
+    ("3F800000", 0, 1000),  # 1.0 L
+    ("461C4000", 0, 10000000),  # 10000.0 L
+    ("47435000", 0, 50000000),  # 50000.0 L
+    ("3A83126F", 0, 1),  # 0.001 L (the nearest single)
+    ("C2C7FAE1", 2, -9999),  # -99.99 degC
+    ("B8D1B717", 2, 0),  # -0.0001 degC rounds to 0
+    ("00000000", 1, 0),
+    ("449C4000", 1, 1250000),  # 1250.0 mm
+)
+
+# MT-SICS reply lines (without CR LF): Mettler Toledo's documented "S S 100.00 g" with its
+# 10-character value field, and a meterseal MST sale, with what they must decode to.
+MTSICS_WEIGHT_VECTORS = (
+    # (line, reply id, status, mg, unit, decimals)
+    (b"S S     100.00 g", "S", "S", 100000, "g", 2),
+    (b"S D     -0.005 kg", "S", "D", -5000, "kg", 3),
+    (b"TA A      0.250 kg", "TA", "A", 250000, "kg", 3),
+)
+MTSICS_SALE_VECTOR = (
+    b"MST A 42 S      1.245 kg      0.010 kg      1.235 kg 1280 1581 123 W      0.000 kg Z 1300",
+    # txn, stable, gross, tare, net (mg), unit price, amount, plu, tare mode, start mg, zero, ms
+    (42, True, 1245000, 10000, 1235000, 1280, 1581, 123, "weighed", 0, True, 1300),
+)
