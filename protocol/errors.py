@@ -19,3 +19,11 @@ class RecordError(ProtocolError):
     def __init__(self, field, message):
         super().__init__((field + ": " + message) if field else message)
         self.field = field
+
+
+class MTSICSError(ProtocolError):
+    pass
+
+
+class TLSError(ProtocolError):
+    pass
