@@ -10,6 +10,7 @@ DEVICE_FILES = {
         "crc.py",
         "cose.py",
         "records.py",
+        "plain.py",
         "dart.py",
         "mtsics.py",
         "tls.py",

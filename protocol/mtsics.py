@@ -62,6 +62,7 @@ except ImportError:
 
 
 from .errors import MTSICSError
+from .plain import PlainValue
 
 # The longest reply defined here, an MST with every field at its widest, is 115 bytes with CR LF.
 # A peer that never sends a line end costs at most this much buffer.
@@ -129,21 +130,7 @@ TARE_MODE_LETTERS = {"none": "N", "weighed": "W", "preset": "P"}
 _TARE_MODES_BY_LETTER = {"N": "none", "W": "weighed", "P": "preset"}
 
 
-class _Value:
-    """Equality and repr from the attributes, so parsed values compare and print plainly."""
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.__dict__ == self.__dict__
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __repr__(self):
-        fields = ", ".join("%s=%r" % item for item in sorted(self.__dict__.items()))
-        return "%s(%s)" % (type(self).__name__, fields)
-
-
-class Weight(_Value):
+class Weight(PlainValue):
     """A weight field: ``mg`` as displayed with ``decimals`` decimals in ``unit`` (mg, g or kg)."""
 
     def __init__(self, mg, unit="kg", decimals=3):
@@ -177,7 +164,7 @@ class Weight(_Value):
         return "%10s %s" % (digits, self.unit)
 
 
-class Command(_Value):
+class Command(PlainValue):
     """A command line. ``tare`` (a Weight) only for a TA preset; ``unit_price_minor_per_kg`` and
     ``plu`` only for an MSU setting; otherwise None."""
 
@@ -206,7 +193,7 @@ class Command(_Value):
         return _line(text)
 
 
-class StatusReply(_Value):
+class StatusReply(PlainValue):
     """A reply that is an id and a status only: "Z A", "ZI S", "S I", "TA L", "MST I"."""
 
     def __init__(self, id, status):
@@ -218,7 +205,7 @@ class StatusReply(_Value):
         return _line("%s %s" % (self.id, self.status))
 
 
-class WeightReply(_Value):
+class WeightReply(PlainValue):
     """A weight from S/SI/SIR (status S or D), T (S) or TA (A)."""
 
     def __init__(self, id, status, weight):
@@ -231,7 +218,7 @@ class WeightReply(_Value):
         return _line("%s %s %s" % (self.id, self.status, self.weight.field()))
 
 
-class TextReply(_Value):
+class TextReply(PlainValue):
     """I2 (model and capacity) or I4 (serial number), both with status A."""
 
     def __init__(self, id, text):
@@ -246,7 +233,7 @@ class TextReply(_Value):
         return _line('%s A "%s"' % (self.id, self.text))
 
 
-class ErrorReply(_Value):
+class ErrorReply(PlainValue):
     """ES (syntax), ET (transmission) or EL (logical)."""
 
     def __init__(self, code):
@@ -258,7 +245,7 @@ class ErrorReply(_Value):
         return _line(self.code)
 
 
-class MetrologyReply(_Value):
+class MetrologyReply(PlainValue):
     """MSI (extension): maximum capacity, verification interval e, display interval d, class."""
 
     def __init__(self, max, e, d, accuracy_class):
@@ -275,7 +262,7 @@ class MetrologyReply(_Value):
                                             self.accuracy_class))
 
 
-class CounterReply(_Value):
+class CounterReply(PlainValue):
     """MSC (extension): the event counter, +1 per calibration or metrological parameter change."""
 
     def __init__(self, count):
@@ -286,7 +273,7 @@ class CounterReply(_Value):
         return _line("MSC A %d" % self.count)
 
 
-class PriceReply(_Value):
+class PriceReply(PlainValue):
     """MSU (extension): the unit price in minor units per kg and the PLU (0 = none)."""
 
     def __init__(self, unit_price_minor_per_kg, plu):
@@ -300,7 +287,7 @@ class PriceReply(_Value):
         return _line("MSU A %d %d" % (self.unit_price_minor_per_kg, self.plu))
 
 
-class SaleReply(_Value):
+class SaleReply(PlainValue):
     """MST (extension): one completed sale, exactly as the scale indicated and charged it.
 
     ``tare_mode`` is "none", "weighed" or "preset"; ``start`` the gross reading when the load went

@@ -55,6 +55,7 @@ except ImportError:
 
 
 from .errors import TLSError
+from .plain import PlainValue
 
 # Function codes in computer format ("I201" would ask for the display format).
 INVENTORY = "i201"
@@ -119,21 +120,7 @@ def checksum(data):
     return -total & 0xFFFF
 
 
-class _Value:
-    """Equality and repr from the attributes, so parsed values compare and print plainly."""
-
-    def __eq__(self, other):
-        return type(other) is type(self) and other.__dict__ == self.__dict__
-
-    def __ne__(self, other):
-        return not self.__eq__(other)
-
-    def __repr__(self):
-        fields = ", ".join("%s=%r" % item for item in sorted(self.__dict__.items()))
-        return "%s(%s)" % (type(self).__name__, fields)
-
-
-class Command(_Value):
+class Command(PlainValue):
     """``function`` as 4 characters (INVENTORY "i201", DELIVERY "i202", or any other code a host
     may send), ``tank`` 0 (all) to 99, an optional 6-character security code."""
 
@@ -153,7 +140,7 @@ class Command(_Value):
         return b"\x01" + ("%s%s%02d" % (code, self.function, self.tank)).encode()
 
 
-class NotUnderstood(_Value):
+class NotUnderstood(PlainValue):
     """The console's <SOH>9999FF1B<ETX>: it did not recognise the function code. ``encode``
     takes ``units`` only to match the reports' signature."""
 
@@ -161,7 +148,7 @@ class NotUnderstood(_Value):
         return NOT_UNDERSTOOD
 
 
-class TankInventory(_Value):
+class TankInventory(PlainValue):
     """One tank of an i201 report; the INVENTORY_FIELDS are attributes (int or None)."""
 
     def __init__(self, tank, product, status, extra=(), **fields):
@@ -172,7 +159,7 @@ class TankInventory(_Value):
         _set_fields(self, INVENTORY_FIELDS, fields)
 
 
-class Delivery(_Value):
+class Delivery(PlainValue):
     """One stored delivery of an i202 report; the DELIVERY_FIELDS are attributes (int or None)."""
 
     def __init__(self, start_time, end_time, extra=(), **fields):
@@ -182,7 +169,7 @@ class Delivery(_Value):
         _set_fields(self, DELIVERY_FIELDS, fields)
 
 
-class TankDeliveries(_Value):
+class TankDeliveries(PlainValue):
     """One tank of an i202 report: its stored deliveries, most recent first."""
 
     def __init__(self, tank, product, deliveries):
@@ -191,7 +178,7 @@ class TankDeliveries(_Value):
         self.deliveries = list(deliveries)
 
 
-class InventoryReport(_Value):
+class InventoryReport(PlainValue):
     """An i201 reply: ``tank`` as asked (0 = all), the console's ``time`` (year, month, day,
     hour, minute) and one TankInventory per tank."""
 
@@ -210,7 +197,7 @@ class InventoryReport(_Value):
         return _frame("".join(parts))
 
 
-class DeliveryReport(_Value):
+class DeliveryReport(PlainValue):
     """An i202 reply: ``tank`` as asked (0 = all), the console's ``time`` and one TankDeliveries
     per tank."""
 
