@@ -113,3 +113,24 @@ class CheatBoard:
         if cheat is not None and cheat.schedule.applies(clock.local_hour(), draw):
             return cheat
         return None
+
+
+def parse_schedule(text):
+    """A schedule from its written form, as scenario files and the command line give it:
+    ``always``, ``hours:22-6``, ``draws_above:20000`` or ``remote``."""
+    name, _, argument = text.partition(":")
+    try:
+        if name == "always" and not argument:
+            return always()
+        if name == "remote" and not argument:
+            return remote()
+        if name == "hours":
+            start, _, end = argument.partition("-")
+            return between_hours(float(start), float(end))
+        if name == "draws_above":
+            return draws_above(int(argument))
+    except ValueError as exc:
+        raise ValueError(f"schedule {text!r}: {exc}")
+    raise ValueError(
+        f"schedule {text!r}: expected always, remote, hours:START-END or draws_above:N"
+    )

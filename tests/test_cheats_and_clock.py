@@ -64,3 +64,24 @@ def test_board_fits_toggles_and_reports_active_cheats():
         board.fit("offset", 1)
     with pytest.raises(ValueError, match="not fitted with a remote schedule"):
         board.toggle("k_factor", True)
+
+
+@pytest.mark.parametrize(
+    "text, hour, draw, expected",
+    [
+        ("always", 12, None, True),
+        ("remote", 12, None, False),
+        ("hours:22-6", 23, None, True),
+        ("hours:22-6", 12, None, False),
+        ("draws_above:20000", 12, 30000, True),
+        ("draws_above:20000", 12, 100, False),
+    ],
+)
+def test_schedules_from_text(text, hour, draw, expected):
+    assert cheats.parse_schedule(text).applies(hour, draw) is expected
+
+
+@pytest.mark.parametrize("text", ["sometimes", "hours:22", "hours:5-5", "draws_above:many", "always:1"])
+def test_bad_schedule_text_is_a_clear_error(text):
+    with pytest.raises(ValueError, match="schedule"):
+        cheats.parse_schedule(text)

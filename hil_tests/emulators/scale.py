@@ -97,6 +97,8 @@ KINDS = (
 )
 
 STABLE_SAMPLES = 5
+# Key presses an operator makes before giving up on a reading that keeps moving.
+_SALE_ATTEMPTS = 3
 PARAMETERS = ("price_interval_minor", "motion_band_mg")
 PPM = 1000000
 
@@ -598,14 +600,25 @@ class PriceScale:
                     raise RuntimeError("tare refused: %r" % reply)
             self.place(mass_mg)
             unstable = self.cheats.active(UNSTABLE_SALE, self.clock, tare_mg + mass_mg)
-            if unstable is None:
-                self._settle(timeout_s, "the goods")
-            else:
+            if unstable is not None:
                 self.clock.sleep(unstable.size / 1000.0)
-            entry = self.sell(container_mg=tare_mg)
+                entry = self.sell(container_mg=tare_mg)
+            else:
+                entry = self._sell_when_stable(tare_mg, timeout_s)
             self.remove()
             self.clear_tare()
             return entry
+
+    def _sell_when_stable(self, container_mg, timeout_s):
+        # On a running clock the reading can move again between "stable" and the key press;
+        # the scale then refuses, and the operator waits and presses again, as at a real counter.
+        for attempt in range(_SALE_ATTEMPTS):
+            self._settle(timeout_s, "the goods")
+            try:
+                return self.sell(container_mg=container_mg)
+            except RuntimeError:
+                if attempt == _SALE_ATTEMPTS - 1:
+                    raise
 
     def _settle(self, timeout_s, what):
         if not self.wait_stable(timeout_s):
