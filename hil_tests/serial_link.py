@@ -6,6 +6,8 @@ An emulator talks through a *port*: ``read(timeout) -> bytes`` (``b""`` when not
 - ``PtyPort`` is the master side of a fresh pty. A client (pyserial, the gateway under the
   MicroPython unix port, a person with a terminal program) opens ``port.path``, the slave side,
   exactly as it would open /dev/ttyUSB0.
+- ``SerialPort`` opens a real serial device (a USB RS-485 adapter) with pyserial, so an
+  emulator can face real hardware.
 - ``SharedLine`` models an RS-485 bus that several parties read: every byte one party sends
   reaches all the others, as on a real two-wire line. Parties inside this process (emulators)
   get a ``LinePort``; parties outside (a gateway tapping the line, a test client) get a pty path.
@@ -19,6 +21,8 @@ import select
 import socket
 import threading
 import tty
+
+import serial
 
 _READ_CHUNK = 4096
 
@@ -187,3 +191,35 @@ def _write_end(end, data):
         return len(data) - end.send(data)
     except BlockingIOError:
         return len(data)
+
+
+class SerialPort:
+    """A real serial device (or any tty path) opened with pyserial, behind the port interface,
+    so an emulated controller can drive a real pump, or a real gateway cable."""
+
+    def __init__(self, path, baudrate=9600, parity="N", bytesize=8, stopbits=1):
+        try:
+            self._serial = serial.Serial(path, baudrate=baudrate, parity=parity,
+                                         bytesize=bytesize, stopbits=stopbits, timeout=0)
+        except serial.SerialException as exc:
+            raise OSError(f"cannot open serial port {path}: {exc}")
+        self.path = path
+        self.closed = False
+
+    def fileno(self):
+        return self._serial.fileno()
+
+    def read(self, timeout=0.0):
+        ready, _, _ = select.select([self._serial.fileno()], [], [], timeout)
+        if not ready:
+            return b""
+        return self._serial.read(_READ_CHUNK)
+
+    def write(self, data):
+        self._serial.write(data)
+        self._serial.flush()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self._serial.close()

@@ -4,11 +4,22 @@ import argparse
 import subprocess
 import sys
 
+from meterseal.hil import commands as hil_commands
 from meterseal.hil.micropython import MicroPythonError
+from meterseal.hil.scenario import ScenarioError
+from meterseal.hil.site import SiteError
 from meterseal.host import bench, demo
 from meterseal.protocol.errors import ProtocolError
 
-_USER_ERRORS = (demo.DemoError, MicroPythonError, ProtocolError, OSError, subprocess.TimeoutExpired)
+_USER_ERRORS = (
+    demo.DemoError,
+    MicroPythonError,
+    ProtocolError,
+    ScenarioError,
+    SiteError,
+    OSError,
+    subprocess.TimeoutExpired,
+)
 
 
 def build_parser():
@@ -20,6 +31,7 @@ def build_parser():
     sub.required = True
     demo.add_parser(sub)
     bench.add_parser(sub)
+    hil_commands.add_parsers(sub)
     return parser
 
 

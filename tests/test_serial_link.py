@@ -5,7 +5,7 @@ import time
 import pytest
 import serial
 
-from meterseal.hil.serial_link import PtyPort, SharedLine
+from meterseal.hil.serial_link import PtyPort, SerialPort, SharedLine
 
 
 def _read_until(reader, size, timeout=2.0):
@@ -77,3 +77,17 @@ def test_a_party_that_never_reads_does_not_stall_the_line():
         client.close()
     finally:
         line.close()
+
+
+def test_serial_port_faces_a_pty_like_a_real_device(pty):
+    port = SerialPort(pty.path, parity="O")
+    port.write(b"\x50\x20\xfa")
+    assert _read_until(lambda: pty.read(0.1), 3) == b"\x50\x20\xfa"
+    pty.write(b"\x50\x70\xfa")
+    assert _read_until(lambda: port.read(0.1), 3) == b"\x50\x70\xfa"
+    port.close()
+
+
+def test_serial_port_that_cannot_open_is_an_os_error():
+    with pytest.raises(OSError, match="cannot open serial port /dev/nonexistent-tty"):
+        SerialPort("/dev/nonexistent-tty")
