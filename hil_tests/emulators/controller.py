@@ -40,13 +40,13 @@ import threading
 import time
 import traceback
 
+from meterseal.hil.emulators.base import EmulatorThread
 from meterseal.protocol import dart
 
 _log = logging.getLogger(__name__)
 
 _ML_DECIMALS = 3
 _PRICE_PER_KL_DECIMALS = 5
-_MAX_ERRORS_KEPT = 100
 # A pump that misses this many polls in a row is offline; when it answers again everything it
 # said before (status, parameters) is asked for afresh.
 _OFFLINE_AFTER_TIMEOUTS = 5
@@ -103,7 +103,7 @@ class PumpView:
         self.timeouts_in_row = 0
 
 
-class Controller:
+class Controller(EmulatorThread):
     def __init__(
         self,
         port,
@@ -118,6 +118,7 @@ class Controller:
         for address in addresses:
             if not dart.ADDRESS_MIN <= address <= dart.ADDRESS_MAX:
                 raise ValueError("address must be 0x50..0x6F, got 0x%02X" % address)
+        super().__init__("controller")
         self._port = port
         self._clock = clock
         self.addresses = tuple(addresses)
@@ -128,7 +129,6 @@ class Controller:
         self.retries = retries
         self.pumps = {address: PumpView(address) for address in self.addresses}
         self.sales = []
-        self.errors = []
         self.link_stats = {
             address: dict.fromkeys(
                 ("polls", "timeouts", "bad_frames", "naks", "retries", "data_blocks_in"), 0
@@ -139,32 +139,6 @@ class Controller:
         self._frames = []  # decoded but not yet consumed
         self._prepaid = {}  # address -> preset for its next authorization
         self._lock = threading.Lock()
-        self._running = False
-        self._thread = None
-
-    # --- life -----------------------------------------------------------------------------
-
-    def start(self):
-        if self._thread is not None:
-            raise RuntimeError("controller already started")
-        self._running = True
-        self._thread = threading.Thread(target=self._run, name="controller", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self._running = False
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            if self._thread.is_alive():
-                self._record_error("thread did not stop within 5 s")
-            self._thread = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     def set_prices(self, address, prices):
         """New unit prices (minor units per kL, nozzle 1 first), sent on the next cycle."""
@@ -184,23 +158,16 @@ class Controller:
         with self._lock:
             self._prepaid[address] = preset
 
-    def _run(self):
-        while self._running:
-            for address in self.addresses:
-                if not self._running:
-                    return
-                try:
-                    self._serve(self.pumps[address])
-                except Exception:
-                    self._record_error(traceback.format_exc())
-                    if len(self.errors) >= _MAX_ERRORS_KEPT:
-                        return
-            time.sleep(self.poll_gap_s)
-
-    def _record_error(self, text):
-        _log.error("controller: %s", text)
-        if len(self.errors) < _MAX_ERRORS_KEPT:
-            self.errors.append(text)
+    def _serve_once(self):
+        for address in self.addresses:
+            if not self._running:
+                return
+            # One pump's trouble must not starve the others of their polls.
+            try:
+                self._serve(self.pumps[address])
+            except Exception:
+                self._record_error(traceback.format_exc())
+        time.sleep(self.poll_gap_s)
 
     # --- per pump, per cycle --------------------------------------------------------------
 

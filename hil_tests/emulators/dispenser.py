@@ -79,9 +79,9 @@ import logging
 import math
 import random
 import threading
-import traceback
 
 from meterseal.hil.cheats import CheatBoard
+from meterseal.hil.emulators.base import EmulatorThread
 from meterseal.hil.emulators.hydraulics import (
     DISPLAY_STEP_ML,
     PPM,
@@ -130,7 +130,6 @@ MAX_NOZZLES = 4
 
 # Real time the thread waits for line bytes before it looks at the clock again.
 _IDLE_WAIT_S = 0.005
-_MAX_ERRORS_KEPT = 100
 _ALARM_POWER_FAILURE = 0x0A
 # Reports a pump keeps for a master that does not poll; the oldest go first.
 _MAX_REPORTS = 32
@@ -205,7 +204,7 @@ class _Sale:
         self.k_factors_used = set()
 
 
-class Dispenser:
+class Dispenser(EmulatorThread):
     def __init__(
         self,
         port,
@@ -238,12 +237,12 @@ class Dispenser:
             raise ValueError("software_version must be 4 digits, e.g. '0231' for 2.31")
         if not 1 <= max_amount_minor <= 99999999:
             raise ValueError("max_amount_minor must be 1..99999999 (8 BCD digits in DC7)")
+        super().__init__("dispenser-%02X" % address)
         self.address = address
         self.software_version = software_version
         self.max_amount_minor = max_amount_minor
         self.cheats = CheatBoard(KINDS)
         self.truth = TruthLog()
-        self.errors = []
         self.link_stats = dict.fromkeys(
             ("frames_in", "bad_frames_in", "unknown_transactions", "naks_sent", "data_frames_out",
              "retransmissions", "faults_injected", "reports_dropped", "pulser_lines_dropped"),
@@ -264,8 +263,6 @@ class Dispenser:
         self._reported_k = None
         self._logged_k_was_active = False
         self._lock = threading.RLock()
-        self._thread = None
-        self._running = False
         self._pulser = PtyPort()
         self.pulser_path = self._pulser.path
         self.pulser_interval_s = pulser_interval_s
@@ -297,49 +294,16 @@ class Dispenser:
 
     # --- life -----------------------------------------------------------------------------
 
-    def start(self):
-        if self._thread is not None:
-            raise RuntimeError("dispenser 0x%02X already started" % self.address)
-        self._running = True
-        self._thread = threading.Thread(
-            target=self._run, name="dispenser-%02X" % self.address, daemon=True
-        )
-        self._thread.start()
-        return self
+    def _serve_once(self):
+        data = self._port.read(_IDLE_WAIT_S)
+        with self._lock:
+            self._catch_up()
+            if data:
+                self._receive(data)
+            self._serve_pulser()
 
-    def stop(self):
-        self._running = False
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            if self._thread.is_alive():
-                self._record_error("thread did not stop within 5 s")
-            self._thread = None
+    def _shut_down(self):
         self._pulser.close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def _run(self):
-        while self._running:
-            try:
-                data = self._port.read(_IDLE_WAIT_S)
-                with self._lock:
-                    self._catch_up()
-                    if data:
-                        self._receive(data)
-                    self._serve_pulser()
-            except Exception:
-                self._record_error(traceback.format_exc())
-                if len(self.errors) >= _MAX_ERRORS_KEPT:
-                    return
-
-    def _record_error(self, text):
-        _log.error("dispenser 0x%02X: %s", self.address, text)
-        if len(self.errors) < _MAX_ERRORS_KEPT:
-            self.errors.append(text)
 
     # --- readings -------------------------------------------------------------------------
 
