@@ -101,7 +101,7 @@ rejects(lambda reader: reader.next_command(), commands, "tank 'x1' is not decima
 rejects(lambda reader: reader.next_command(), commands, "not printable ASCII")
 assert commands.next_command() is None
 secure = tls.CommandReader("ABC123")
-secure.feed(b"\x01ABC123i20100\x01XXXXXXi20100")
+secure.feed(b"\x01ABC123i20100\x01ZYX987i20100")
 assert secure.next_command() == tls.Command("i201", 0, "ABC123")
 rejects(lambda reader: reader.next_command(), secure, "wrong security code")
 
