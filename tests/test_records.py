@@ -94,6 +94,7 @@ KIND_EXAMPLES = {
         "amount_minor": 1600,
         "plu": 1024,
         "load_to_stable_ms": 640,
+        "sale_number": 4211,
     }),
     "tank.inventory": (TANK, {
         "volume_ml": 18234567,
