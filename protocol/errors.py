@@ -27,3 +27,7 @@ class MTSICSError(ProtocolError):
 
 class TLSError(ProtocolError):
     pass
+
+
+class UplinkError(ProtocolError):
+    pass
