@@ -4,7 +4,6 @@ The image is a directory laid out as the device's filesystem: ``meterseal/<packa
 for every file that ``meterseal.firmware.manifest`` lists, compiled by ``mpy-cross``.
 """
 
-import hashlib
 import importlib
 import os
 import shutil
@@ -12,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from meterseal.firmware import softid
 from meterseal.firmware.manifest import DEVICE_FILES, PORT_FILES
 
 def package_dir(folder):
@@ -76,21 +76,9 @@ def build_image(dest, port="unix"):
 
 
 def image_facts(image):
-    """Module count, total .mpy bytes and the software digest of a built image.
-
-    The digest is SHA-256 over every .mpy file in path order, each as its path, a NUL, its
-    length as 4 bytes big-endian and its content, so renaming or moving a module changes it.
-    """
-    image = Path(image)
-    digest = hashlib.sha256()
-    files = sorted(image.rglob("*.mpy"))
-    total = 0
-    for path in files:
-        content = path.read_bytes()
-        digest.update(path.relative_to(image).as_posix().encode() + b"\0")
-        digest.update(len(content).to_bytes(4, "big") + content)
-        total += len(content)
-    return {"files": len(files), "bytes": total, "digest": digest.digest()}
+    """Module count, total .mpy bytes and the software digest of a built image: the same
+    computation the running firmware makes over itself (meterseal.firmware.softid)."""
+    return softid.image_facts(str(image))
 
 
 def run(script, image, args=(), heapsize=None, timeout=600, cwd=None):

@@ -8,11 +8,12 @@ from meterseal.hil import commands as hil_commands
 from meterseal.hil.micropython import MicroPythonError
 from meterseal.hil.scenario import ScenarioError
 from meterseal.hil.site import SiteError
-from meterseal.host import bench, demo
+from meterseal.host import bench, demo, gateway_cli
 from meterseal.protocol.errors import ProtocolError
 
 _USER_ERRORS = (
     demo.DemoError,
+    gateway_cli.GatewayError,
     MicroPythonError,
     ProtocolError,
     ScenarioError,
@@ -32,6 +33,7 @@ def build_parser():
     demo.add_parser(sub)
     bench.add_parser(sub)
     hil_commands.add_parsers(sub)
+    gateway_cli.add_parser(sub)
     return parser
 
 
