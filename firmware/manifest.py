@@ -29,6 +29,7 @@ DEVICE_FILES = {
         "uplink.py",
         "supervisor.py",
         "softid.py",
+        "recorder.py",
     ),
     "firmware/drivers": (
         "__init__.py",

@@ -1,0 +1,275 @@
+"""The recorder: observations from the drivers become signed, chained records in the journal.
+
+For every record it fills the header (DESIGN.md section 4): the next ``seq`` from the persistent
+State, ``prev`` = SHA-256 of the previous envelope, the boot epoch, operating seconds, wall time
+with its status, the clock-set and event counters, the software identification. It then builds
+the payload (protocol/records.py), signs it as COSE_Sign1 and appends it to the journal.
+
+Counters that must never go back (event_count, clock_set_count) are saved *before* the record
+that shows them is signed: after a power cut the next record carries a higher value, never a
+repeated one.
+
+Journal full: the record is dropped (the journal counts it and its seq stays used), a
+``journal_full`` event is signed once per episode from the space the journal holds back, and when
+room returns a ``records_dropped`` event says how many were lost and which seqs.
+
+Device facts: the first time a device's identity, parameter checksum, K-factors or software id
+is seen it is stored quietly (each sale carries them anyway); any later change is signed as
+``device_identity_changed``, ``parameter_change`` or ``calibration``.
+"""
+
+from hashlib import sha256
+
+from meterseal.firmware.journal import JournalFull
+from meterseal.protocol import cose, records
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(value):
+        return value
+
+
+# The host's clock and ours may disagree by this much before ours is stepped (and a time_set
+# signed); below it the difference is network delay, not a wrong clock.
+TIME_STEP_THRESHOLD_MS = const(2000)
+# Room for a records_dropped event's envelope (about 300 bytes): once the journal has that much
+# again, the loss is reported before anything else.
+_DROP_REPORT_BYTES = const(512)
+_ZERO_PREV = bytes(32)
+_HEX = "0123456789abcdef"
+
+
+def device_key(device):
+    """A stable text key for a device reference, e.g. "dispenser_address=80,nozzle=1"."""
+    return ",".join("%s=%s" % (name, device[name]) for name in sorted(device))
+
+
+def _text(value):
+    # Facts can be bytes (a checksum) or numbers; parameter_change carries text.
+    if isinstance(value, (bytes, bytearray)):
+        return "".join(_HEX[b >> 4] + _HEX[b & 15] for b in value)
+    return str(value)
+
+
+class Recorder:
+    """``clock`` is the HAL board (``ticks_ms``, ``ticks_diff``, ``wall_ms``, ``set_wall_ms``);
+    ``identity`` holds gateway_id, software_name, software_version and software_digest."""
+
+    def __init__(self, state, journal, signer, clock, identity):
+        self._state = state
+        self._journal = journal
+        self._signer = signer
+        self._kid = cose.kid_for(signer.public_key())
+        self._clock = clock
+        self._identity = identity
+        self._prev = _ZERO_PREV
+        self._boot_ticks = clock.ticks_ms()
+        self._opsec_at_boot = state.opsec
+        self._time_status = "U"
+        self._full = False
+        self._links = {}
+        self._last_seq = None
+
+    # --- boot ----------------------------------------------------------------------------
+
+    def start(self, reset_cause):
+        """Count the boot, continue the chain from the journal's newest record, and sign the
+        boot record, then what recovery found."""
+        recovery = self._journal.recovery
+        first = self._state.begin_boot(self._journal.highest_seq(),
+                                       journal_intact=not recovery["bytes_truncated"])
+        last = self._journal.last()
+        if last is not None:
+            self._prev = sha256(last[1]).digest()
+        self._emit("event", {"event_type": "boot", "reset_cause": reset_cause}, seq=first)
+        if recovery["bytes_truncated"]:
+            fields = {"bytes_truncated": recovery["bytes_truncated"]}
+            if recovery["last_good_seq"] is not None:
+                fields["last_good_seq"] = recovery["last_good_seq"]
+            self.event("journal_recovered", **fields)
+
+    # --- observations (docs/gateway.md) ---------------------------------------------------
+
+    def sale(self, device, body):
+        return self._emit("fuel.sale", body, device)
+
+    def weighing(self, device, body):
+        return self._emit("scale.weighing", body, device)
+
+    def tank_inventory(self, device, body):
+        return self._emit("tank.inventory", body, device)
+
+    def tank_delivery(self, device, body):
+        return self._emit("tank.delivery", body, device)
+
+    def event(self, event_type, device=None, **fields):
+        body = {"event_type": event_type}
+        for name in fields:
+            body[name] = fields[name]
+        if event_type in records.AUDIT_EVENT_TYPES:
+            self._state.event_count += 1
+            self._state.save()
+        return self._emit("event", body, device)
+
+    def device_facts(self, device, identity=None, software_id=None, param_checksum=None,
+                     k_factors=None):
+        key = device_key(device)
+        state = self._state
+        if identity is not None:
+            old = state.device_fact(key, "identity")
+            if old is not None and old != identity:
+                self.event("device_identity_changed", device, old_identity=old,
+                           new_identity=identity)
+            state.set_device_fact(key, "identity", identity)
+        for name, value in (("software_id", software_id), ("param_checksum", param_checksum)):
+            if value is None:
+                continue
+            old = state.device_fact(key, name)
+            if old is not None and old != value:
+                self.event("parameter_change", device, parameter_id=name,
+                           old_value=_text(old)[:64], new_value=_text(value)[:64])
+            state.set_device_fact(key, name, value)
+        if k_factors is not None:
+            old_factors = state.device_fact(key, "k_factors")
+            for index, new_k in enumerate(k_factors):
+                old_k = old_factors[index] if old_factors and index < len(old_factors) else None
+                if old_k is not None and new_k and old_k != new_k:
+                    nozzle_device = dict(device)
+                    nozzle_device["nozzle"] = index + 1
+                    self.event("calibration", nozzle_device, old_k_factor_pulses_per_kl=old_k,
+                               new_k_factor_pulses_per_kl=new_k)
+            state.set_device_fact(key, "k_factors", list(k_factors))
+        state.save()
+
+    def totalizer(self, device, totalizer_ml, amount_totalizer_minor=None):
+        value = [totalizer_ml] if amount_totalizer_minor is None else [totalizer_ml, amount_totalizer_minor]
+        self._state.totalizers[device_key(device)] = value
+
+    def link_state(self, link, up, error_count):
+        self._links[link] = (up, error_count)
+
+    # --- heartbeat, time, commands ---------------------------------------------------------
+
+    def heartbeat(self):
+        """Sign a status record and persist the counters (opsec among them)."""
+        totalizers = []
+        for key in sorted(self._state.totalizers):
+            entry = dict(pair.split("=") for pair in key.split(","))
+            if "dispenser_address" not in entry or "nozzle" not in entry:
+                continue
+            value = self._state.totalizers[key]
+            item = {"dispenser_address": int(entry["dispenser_address"]),
+                    "nozzle": int(entry["nozzle"]), "totalizer_ml": value[0]}
+            if len(value) > 1 and value[1] is not None:
+                item["amount_totalizer_minor"] = value[1]
+            totalizers.append(item)
+        links = [{"link": name, "up": self._links[name][0], "error_count": self._links[name][1]}
+                 for name in sorted(self._links)]
+        stats = self._journal.stats()
+        body = {
+            "totalizers": totalizers[:records.MAX_TOTALIZER_ENTRIES],
+            "links": links[:records.MAX_LINK_ENTRIES],
+            "journal_used_bytes": stats["used_bytes"],
+            "journal_capacity_bytes": stats["capacity_bytes"],
+            "journal_unacked_records": stats["unacked_records"],
+            "records_dropped_total": stats["dropped_total"],
+        }
+        self._state.opsec = self._opsec()
+        self._state.save()
+        return self._emit("status", body)
+
+    def host_time(self, host_ms):
+        """The host's time from an ACK: step our wall clock when it is off by more than the
+        threshold, signing a time_set; either way our time is synchronised from now on."""
+        ours = self._clock.wall_ms()
+        if abs(host_ms - ours) > TIME_STEP_THRESHOLD_MS:
+            self._state.clock_set_count += 1
+            self._state.save()
+            self._clock.set_wall_ms(host_ms)
+            self._time_status = "S"
+            self._emit("event", {"event_type": "time_set", "old_wall_time_ms": max(ours, 0),
+                                 "new_wall_time_ms": host_ms, "source": "host"})
+        self._time_status = "S"
+
+    def command(self, name, args):
+        """A host COMMAND; returns a result dict ({"error": ...} for what is not understood)."""
+        if name == "read_totalizers":
+            return {"seq": self.heartbeat()}
+        if name == "set_heartbeat_interval":
+            seconds = args.get("seconds") if isinstance(args, dict) else None
+            if not isinstance(seconds, int) or not 10 <= seconds <= 86400:
+                return {"error": "seconds must be an integer in 10..86400"}
+            self._state.heartbeat_interval_s = seconds
+            self._state.save()
+            return {"heartbeat_interval_s": seconds}
+        return {"error": "unknown command %r" % (name,)}
+
+    # --- the record path ---------------------------------------------------------------------
+
+    def _opsec(self):
+        return self._opsec_at_boot + self._clock.ticks_diff(self._clock.ticks_ms(), self._boot_ticks) // 1000
+
+    def _emit(self, kind, body, device=None, seq=None):
+        """Build, sign and journal one record; its seq, or None when the journal had no room."""
+        self._report_drops()
+        seq = self._seq(seq)
+        journaled = self._append(seq, self._sign(seq, kind, body, device), kind == "event" and
+                                 body.get("event_type") in ("journal_full", "records_dropped"))
+        return seq if journaled else None
+
+    def _seq(self, seq):
+        if seq is None:
+            seq = self._state.next_seq()
+        self._last_seq = seq
+        return seq
+
+    def _sign(self, seq, kind, body, device):
+        identity = self._identity
+        values = {
+            "version": records.SCHEMA_VERSION,
+            "gateway_id": identity["gateway_id"],
+            "boot_epoch": self._state.boot_epoch,
+            "seq": seq,
+            "prev": self._prev,
+            "opsec": self._opsec(),
+            "wall_time_ms": max(self._clock.wall_ms(), 0),
+            "time_status": self._time_status,
+            "clock_set_count": self._state.clock_set_count,
+            "event_count": self._state.event_count,
+            "software_name": identity["software_name"],
+            "software_version": identity["software_version"],
+            "software_digest": identity["software_digest"],
+            "kind": kind,
+            "body": body,
+        }
+        if device is not None:
+            values["device"] = device
+        return cose.sign1(records.encode(values), self._signer, self._kid)
+
+    def _append(self, seq, envelope, reserved):
+        try:
+            self._journal.append(seq, envelope, reserved)
+        except JournalFull:
+            if not self._full and not reserved:
+                self._full = True
+                stats = self._journal.stats()
+                self._emit("event", {"event_type": "journal_full",
+                                     "journal_used_bytes": stats["used_bytes"],
+                                     "journal_capacity_bytes": stats["capacity_bytes"],
+                                     "journal_unacked_records": stats["unacked_records"]})
+            return False
+        self._prev = sha256(envelope).digest()
+        return True
+
+    def _report_drops(self):
+        # Once the host has acknowledged enough to make room, say what was lost, first.
+        drops = self._journal.dropped()
+        if drops is None or not self._journal.has_room(_DROP_REPORT_BYTES):
+            return
+        count, first, last = drops
+        self._journal.dropped_reported()
+        self._full = False
+        self._emit("event", {"event_type": "records_dropped", "dropped_count": count,
+                             "first_dropped_seq": first, "last_dropped_seq": last})
