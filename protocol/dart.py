@@ -1010,3 +1010,52 @@ def decode_transactions(data, direction):
 def encode_transactions(transactions):
     """TRANS LNG DATA of each transaction, concatenated: the data of a DATA frame."""
     return b"".join(transaction.encode() for transaction in transactions)
+
+
+# --- DC7 vendor layout ------------------------------------------------------------------------
+# DART leaves 28 bytes of DC7 to the manufacturer. Pumps that follow the layout below (the
+# meterseal emulator does, docs/emulators.md) put their legally relevant parameters in the first
+# 22 bytes of the payload, i.e. DC7PumpParameters.reserved[0:22]:
+#
+#     0..15   K-factor of nozzles 1..4, pulses per kL, 8 BCD digits each (0 = no nozzle)
+#     16..17  software version, 4 BCD digits ("0231" = 2.31)
+#     18..19  calibration counter, 4 BCD digits, +1 on each logged K-factor change
+#     20..21  parameter checksum, CRC-16/ARC (high byte first) over payload bytes 0..19, 22..49
+#
+# A pump with another layout gives other bytes here; these accessors only read, and raise
+# DARTError where BCD is expected and not found, so they never invent a value.
+
+DC7_VENDOR_NOZZLES = const(4)
+_DC7_SOFTWARE_AT = const(16)
+_DC7_COUNTER_AT = const(18)
+_DC7_CHECKSUM_AT = const(20)
+_DC7_VENDOR_BYTES = const(22)
+
+
+def dc7_k_factors(dc7):
+    """K-factors of nozzles 1..4 in pulses per kL (0 for an absent nozzle), nozzle 1 first."""
+    head = dc7.reserved
+    return tuple(bcd_decode(head[4 * i : 4 * i + 4]) for i in range(DC7_VENDOR_NOZZLES))
+
+
+def dc7_software_version(dc7):
+    """The pump's software version as its 4 digits, e.g. "0231" for 2.31."""
+    return "%04d" % bcd_decode(dc7.reserved[_DC7_SOFTWARE_AT : _DC7_SOFTWARE_AT + 2])
+
+
+def dc7_calibration_count(dc7):
+    """The calibration counter: +1 on each logged K-factor change, 0..9999."""
+    return bcd_decode(dc7.reserved[_DC7_COUNTER_AT : _DC7_COUNTER_AT + 2])
+
+
+def dc7_param_checksum(dc7):
+    """The 2 parameter checksum bytes as the pump sent them (high byte first)."""
+    return bytes(dc7.reserved[_DC7_CHECKSUM_AT:_DC7_VENDOR_BYTES])
+
+
+def dc7_param_checksum_ok(dc7):
+    """Whether the checksum matches the parameters it covers (payload bytes 0..19 and 22..49):
+    a mismatch means the pump's own parameter memory is inconsistent."""
+    payload = dc7.payload()
+    crc = crc16_arc(payload[:_DC7_CHECKSUM_AT] + payload[_DC7_VENDOR_BYTES:])
+    return dc7_param_checksum(dc7) == bytes((crc >> 8, crc & 0xFF))

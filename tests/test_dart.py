@@ -507,3 +507,48 @@ def test_frame_repr_is_readable():
     frame = dart.decode_frame(unhexlify(DART_CONTROL_FRAMES[1][0]))
     assert repr(frame) == "Frame(0x51, ACK, 3, b'')"
     assert repr(dart.DC1PumpStatus(5)) == "DC1PumpStatus(5,)"
+
+
+# --- DC7 vendor layout (the emulator's reserved bytes) ----------------------------------------
+
+
+def _emulated_dc7(**kwargs):
+    from meterseal.hil.emulators.dispenser import Dispenser
+    from meterseal.hil.emulators.hydraulics import Nozzle
+    from meterseal.hil.serial_link import PtyPort
+    from meterseal.hil.simclock import SimClock
+
+    port = PtyPort()
+    try:
+        pump = Dispenser(port, SimClock(speed=0), nozzles=(
+            Nozzle(grade=92, k_factor_pulses_per_kl=100250),
+            Nozzle(grade=95, k_factor_pulses_per_kl=99875),
+        ), **kwargs)
+        pump._pulser.close()
+        # The wire form, as a gateway receives it.
+        raw = dart.encode_data(0x50, 1, [pump._dc7()])
+        return dart.decode_frame(raw).transactions(dart.FROM_PUMP)[0]
+    finally:
+        port.close()
+
+
+def test_dc7_vendor_fields_read_from_the_emulated_pump():
+    dc7 = _emulated_dc7(software_version="0231")
+    assert dart.dc7_k_factors(dc7) == (100250, 99875, 0, 0)
+    assert dart.dc7_software_version(dc7) == "0231"
+    assert dart.dc7_calibration_count(dc7) == 0
+    assert len(dart.dc7_param_checksum(dc7)) == 2
+    assert dart.dc7_param_checksum_ok(dc7)
+
+
+def test_dc7_vendor_checksum_covers_the_parameters_and_not_bcd_is_refused():
+    dc7 = _emulated_dc7()
+    changed = dart.DC7PumpParameters(3, dc7.amount_decimals, dc7.price_decimals, dc7.max_amount,
+                                     dc7.grades, dc7.reserved)
+    assert not dart.dc7_param_checksum_ok(changed)
+    other = _emulated_dc7(software_version="0232")
+    assert dart.dc7_param_checksum(other) != dart.dc7_param_checksum(dc7)
+    garbage = dart.DC7PumpParameters(2, 2, 3, 0, [0] * 15, b"\xff" * 28)
+    for accessor in (dart.dc7_k_factors, dart.dc7_software_version, dart.dc7_calibration_count):
+        with pytest.raises(dart.DARTError, match="BCD"):
+            accessor(garbage)
