@@ -30,6 +30,7 @@ DEVICE_FILES = {
         "supervisor.py",
         "softid.py",
         "recorder.py",
+        "main.py",
     ),
     "firmware/drivers": (
         "__init__.py",

@@ -1,0 +1,169 @@
+"""The whole gateway, as `meterseal gateway run` starts it on the MicroPython unix port, attached
+over ptys to an emulated dispenser (DART master, with its pulser channel), price scale and tank
+gauge, uploading to a loopback host. Every record must verify with cryptography, chain without a
+finding, and carry exactly what the devices indicated."""
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from meterseal.firmware import signer
+from meterseal.hil.emulators.dispenser import Dispenser
+from meterseal.hil.emulators.hydraulics import Nozzle
+from meterseal.hil.emulators.scale import PriceScale
+from meterseal.hil.emulators.tank_gauge import Tank, TankGauge
+from meterseal.hil.serial_link import PtyPort
+from meterseal.hil.simclock import SimClock
+from meterseal.host import chain, verify
+from meterseal.protocol import cose
+
+from uplink_test_server import LoopbackHost
+
+_WAIT_S = 90
+
+
+class HostThread:
+    """The loopback host on its own event loop, so the test thread can play customers."""
+
+    def __init__(self, public_key):
+        self.host = LoopbackHost(public_key, expected_records=10**9)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.host.start(), self._loop).result(10)
+
+    def close(self):
+        async def shutdown():
+            await self.host.close()
+            sessions = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in sessions:
+                task.cancel()
+            await asyncio.gather(*sessions, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+
+@pytest.fixture
+def site(tmp_path):
+    clock = SimClock(speed=20)
+    pump_port, scale_port, gauge_port = PtyPort(), PtyPort(), PtyPort()
+    pump = Dispenser(pump_port, clock, address=0x50, seed=3, nozzles=(
+        Nozzle(grade=1, max_flow_lpm=40, unit_price_minor_per_kl=789000),
+        Nozzle(grade=2, max_flow_lpm=40, unit_price_minor_per_kl=832000),
+    ))
+    scale = PriceScale(scale_port, clock, seed=3)
+    gauge = TankGauge(gauge_port, clock, tanks=(Tank(number=1, volume_ml=18_000_000),), seed=3)
+    devices = (pump, scale, gauge)
+    for device in devices:
+        device.start()
+    root = tmp_path / "gateway"
+    root.mkdir()
+    secret = signer.generate_secret()
+    signer.write_key_file(str(root / "gateway.key"), secret)
+    host = HostThread(signer.SoftwareSigner(secret).public_key())
+    config = {
+        "gateway_id": "MS-GW-E2E",
+        "host": {"address": "127.0.0.1", "port": host.host.port, "tls": False},
+        "devices": [
+            {"name": "forecourt", "protocol": "dart", "port": pump_port.path, "mode": "master",
+             "addresses": [0x50], "pulse_input": {"port": pump.pulser_path, "pulses_per_litre": 100}},
+            {"name": "deli", "protocol": "mtsics", "port": scale_port.path},
+            {"name": "tanks", "protocol": "tls", "port": gauge_port.path, "addresses": [1]},
+        ],
+        "intervals": {"heartbeat_s": 10, "tank_poll_s": 10},
+        "paths": {"storage_root": str(root)},
+        "journal": {"segment_bytes": 65536, "segments": 8, "commit_records": 4, "commit_ms": 200},
+        "watchdog": {"timeout_ms": 20000, "checkin_ms": 10000},
+    }
+    config_path = tmp_path / "gateway.json"
+    config_path.write_text(json.dumps(config))
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "meterseal.host.cli", "gateway", "run", "--config", str(config_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    yield pump, scale, gauge, host.host, gateway
+    gateway.kill()
+    gateway.wait(10)
+    host.close()
+    for device in devices:
+        device.stop()
+    for port in (pump_port, scale_port, gauge_port):
+        port.close()
+
+
+def _records(host):
+    public = host.public_key
+    keyring = {cose.kid_for(public): verify.load_public_key(public)}
+    out = []
+    for seq in sorted(host.stored):
+        verdict = verify.verify_record(host.stored[seq], keyring)
+        assert verdict.outcome == verify.VERIFIED, (seq, verdict)
+        out.append((host.stored[seq], verdict.record))
+    return out
+
+
+def _wait_for(host, gateway, predicate):
+    deadline = time.monotonic() + _WAIT_S
+    while time.monotonic() < deadline:
+        if gateway.poll() is not None:
+            pytest.fail("the gateway exited:\n" + gateway.stdout.read())
+        records = _records(host)
+        if predicate(records):
+            return records
+        time.sleep(0.2)
+    pytest.fail(f"timed out; the host holds {len(host.stored)} records, kinds "
+                f"{sorted({r['kind'] for _, r in _records(host)})}")
+
+
+def _kind(records, kind):
+    return [r for _, r in records if r["kind"] == kind]
+
+
+def test_gateway_signs_what_the_devices_indicated(site):
+    pump, scale, gauge, host, gateway = site
+    for nozzle, target_ml in ((1, 12000), (2, 31000)):
+        draw = pump.customer_draw(nozzle, target_ml, patience_s=600)
+        assert draw.wait(60) and draw.entry is not None, draw.outcome
+        # The gateway reads the sale at FILLING COMPLETED; let it before the next customer.
+        _wait_for(host, gateway, lambda rs, n=len(pump.truth): len(_kind(rs, "fuel.sale")) >= n)
+    weighings = [scale.customer_weighing(mass_mg, tare_mg=12_000, unit_price_minor_per_kg=1280, plu=7)
+                 for mass_mg in (615_000, 1_240_000)]
+    records = _wait_for(host, gateway, lambda rs: len(_kind(rs, "scale.weighing")) >= 2
+                        and _kind(rs, "tank.inventory"))
+
+    tracker = chain.ChainTracker()
+    for envelope, record in records:
+        assert tracker.feed(envelope, record["seq"], record["boot_epoch"], record["prev"]) == []
+    assert records[0][1]["kind"] == "event" and records[0][1]["body"]["event_type"] == "boot"
+
+    sales = _kind(records, "fuel.sale")
+    for sale, truth in zip(sales, pump.truth.entries()):
+        body = sale["body"]
+        assert sale["device"] == {"dispenser_address": 0x50, "nozzle": truth["nozzle"]}
+        assert body["volume_ml"] == truth["indicated_volume_ml"]
+        assert body["amount_minor"] == truth["indicated_amount_minor"]
+        assert body["unit_price_minor_per_kl"] == truth["unit_price_minor_per_kl"]
+        assert body["totalizer_end_ml"] - body["totalizer_start_ml"] == truth["indicated_volume_ml"]
+        # The gateway's own pulse count agrees with the honest pump's encoder.
+        assert body["pulses_counted"] == truth["pulser_pulses"]
+    assert not [r for _, r in records if r["kind"] == "event" and r["body"]["event_type"] == "pulse_mismatch"]
+
+    signed_weighings = _kind(records, "scale.weighing")
+    for weighing, truth in zip(signed_weighings, weighings):
+        body = weighing["body"]
+        indicated = ("gross_mg", "tare_mg", "net_mg", "amount_minor", "unit_price_minor_per_kg",
+                     "stable", "tare_mode", "plu")
+        assert {k: body[k] for k in indicated} == {k: truth[k] for k in indicated}
+        assert body["sale_number"] == truth["txn"]
+
+    inventory = _kind(records, "tank.inventory")[0]
+    assert inventory["device"] == {"tank_number": 1}
+    assert abs(inventory["body"]["volume_ml"] - gauge.true_state(1)["volume_ml"]) < 50_000
