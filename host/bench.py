@@ -3,6 +3,9 @@ run so the ratios compare like with like on this machine.
 
 - ES256 sign p50/p90 on the MicroPython unix port, with the fixed-base table (default heap) and
   without it under -X heapsize=192K.
+- The gateway's record path on the unix port (recorder, signer, journal): records per second,
+  and the heap in use after a collection before and after the run.
+- The image size per port.
 - The bare `cryptography` P-256 verify rate, and the host's verify-and-parse rate (COSE parse,
   signature check over the received bytes, record schema parse) as a ratio of it.
 """
@@ -23,6 +26,7 @@ from meterseal.host import demo, verify
 from meterseal.protocol import cose
 
 SIGN_SCRIPT = Path(micropython.__file__).parent / "gateway_scripts" / "bench_sign.py"
+RECORDER_SCRIPT = Path(micropython.__file__).parent / "gateway_scripts" / "bench_recorder.py"
 
 
 def _sign_figures(image, mode, count, heapsize, interpreter="micropython"):
@@ -36,6 +40,14 @@ def _sign_figures(image, mode, count, heapsize, interpreter="micropython"):
         raise demo.DemoError(
             f"sign benchmark ({mode}, {interpreter}) failed: {micropython.last_line(result)}"
         )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _recorder_figures(image, workdir, count, mode, heapsize):
+    workdir.mkdir()
+    result = micropython.run(RECORDER_SCRIPT, image, args=[workdir, count, mode], heapsize=heapsize)
+    if result.returncode != 0:
+        raise demo.DemoError(f"gateway benchmark ({mode}) failed: {micropython.last_line(result)}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -59,6 +71,13 @@ def run(args):
         with_table = _sign_figures(image, "table", args.sign_count, None)
         no_table = _sign_figures(image, "no_table", args.sign_count, "192K")
         cpython = _sign_figures(image, "table", args.sign_count, None, interpreter="cpython")
+        print(f"recording {args.records} sales through the gateway's recorder, signer and journal ...", flush=True)
+        gateway_table = _recorder_figures(image, tmp / "gw-table", args.records, "table", None)
+        gateway_small = _recorder_figures(image, tmp / "gw-small", args.records, "no_table", "192K")
+        board_images = {}
+        for port in ("esp32", "rp2"):
+            micropython.build_image(tmp / f"image-{port}", port)
+            board_images[port] = micropython.image_facts(tmp / f"image-{port}")["bytes"]
 
         print(f"signing {args.records} records on the MicroPython gateway for the host side ...", flush=True)
         envelopes, summary, _ = demo.run_gateway(tmp, args.records, use_table=True, image=image)
@@ -80,7 +99,8 @@ def run(args):
         record_bytes = sum(len(e) for e in envelopes) / len(envelopes)
 
     print()
-    print(f"gateway image: {facts['files']} modules, {facts['bytes']} bytes of .mpy (budget 200 KB)")
+    print(f"gateway image: {facts['files']} modules, {facts['bytes']} bytes of .mpy on the unix port; "
+          f"esp32 {board_images['esp32']}, rp2 {board_images['rp2']} bytes (budget 200 KB)")
     print()
     print("ES256 sign on the MicroPython unix port      p50 ms   p90 ms   table build ms   budget")
     print(f"  fixed-base table, default heap           {with_table['p50_ms']:7.2f}  {with_table['p90_ms']:7.2f}"
@@ -89,6 +109,13 @@ def run(args):
           f"   {no_table['table_build_ms']:14.1f}   p50 <= 30 ms")
     print(f"  (same code on CPython, with table)       {cpython['p50_ms']:7.2f}  {cpython['p90_ms']:7.2f}")
     print(f"  heap free after the 192K run: {no_table['mem_free_after']} bytes")
+    print()
+    print("gateway record path on the unix port (observation -> record -> COSE -> journal)")
+    for label, figures in (("fixed-base table, default heap", gateway_table),
+                           ("no table, -X heapsize=192K", gateway_small)):
+        print(f"  {label:<40} {figures['records_per_s']:7.0f} records/s; heap in use after gc "
+              f"{figures['heap_used_before']} -> {figures['heap_used_after']} bytes "
+              f"of {figures['heap_total']}")
     print()
     print(f"host verification, {len(envelopes)} records of {record_bytes:.0f} bytes on average, x{args.rounds}")
     print(f"  cryptography P-256 verify (bare)         {bare:9.0f} /s")
