@@ -103,28 +103,41 @@ class _Serial:
         self._file.close()
 
 
+_SETUP_ATTEMPTS = const(20)
+_SETUP_RETRY_MS = const(100)
+
+
 def open_serial(port, baudrate, bits, parity, stop):
     """`port` is a device path (/dev/ttyUSB0, a pty). Raises ValueError for settings Linux
     cannot express and OSError when the device cannot be opened."""
     if baudrate not in _SPEEDS or bits not in _CHARACTER_BITS or parity not in _PARITY \
             or stop not in _STOP_BITS:
         raise ValueError("serial %s: unsupported %d %d%s%d" % (port, baudrate, bits, parity, stop))
-    file = open(port, "r+b", buffering=0)
-    try:
-        fd = file.fileno()
-        termios.setraw(fd)
-        attrs = termios.tcgetattr(fd)
-        cflag = attrs[_CFLAG] & ~_CFLAG_FRAMING
-        attrs[_CFLAG] = (cflag | _CHARACTER_BITS[bits] | _PARITY[parity] | _STOP_BITS[stop]
-                         | _CREAD_CLOCAL)
-        attrs[_ISPEED] = attrs[_OSPEED] = _SPEEDS[baudrate]
-        attrs[_CC][_VMIN] = 0
-        attrs[_CC][_VTIME] = 0
-        termios.tcsetattr(fd, termios.TCSANOW, attrs)
-    except Exception:
-        file.close()
-        raise
-    return _Serial(file)
+    # A tty whose previous user was killed while opening it can refuse its settings for a
+    # while (EINVAL, seen on ptys after a SIGKILL); a fresh open later takes them, so a
+    # restarted gateway keeps trying for up to _SETUP_ATTEMPTS x _SETUP_RETRY_MS.
+    for attempt in range(_SETUP_ATTEMPTS):
+        file = open(port, "r+b", buffering=0)
+        try:
+            _configure(file.fileno(), baudrate, bits, parity, stop)
+            return _Serial(file)
+        except OSError:
+            file.close()
+            if attempt == _SETUP_ATTEMPTS - 1:
+                raise
+            time.sleep_ms(_SETUP_RETRY_MS)
+
+
+def _configure(fd, baudrate, bits, parity, stop):
+    termios.setraw(fd)
+    attrs = termios.tcgetattr(fd)
+    cflag = attrs[_CFLAG] & ~_CFLAG_FRAMING
+    attrs[_CFLAG] = (cflag | _CHARACTER_BITS[bits] | _PARITY[parity] | _STOP_BITS[stop]
+                     | _CREAD_CLOCAL)
+    attrs[_ISPEED] = attrs[_OSPEED] = _SPEEDS[baudrate]
+    attrs[_CC][_VMIN] = 0
+    attrs[_CC][_VTIME] = 0
+    termios.tcsetattr(fd, termios.TCSANOW, attrs)
 
 
 ticks_ms = time.ticks_ms
