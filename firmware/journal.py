@@ -35,6 +35,8 @@ back for appends marked ``reserved=True``: the journal_full and records_dropped 
 import os
 import struct
 
+from meterseal.firmware.timing import ticks_diff as _ticks_diff
+from meterseal.firmware.timing import ticks_ms as _ticks_ms
 from meterseal.protocol.crc import crc32
 
 try:
@@ -43,19 +45,6 @@ except ImportError:
 
     def const(value):
         return value
-
-
-try:
-    from time import ticks_diff as _ticks_diff
-    from time import ticks_ms as _ticks_ms
-except ImportError:
-    import time
-
-    def _ticks_ms():
-        return int(time.monotonic() * 1000)
-
-    def _ticks_diff(later, earlier):
-        return later - earlier
 
 
 SEGMENT_MAGIC = b"MSJ\x01"

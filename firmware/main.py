@@ -133,4 +133,11 @@ def main(config_path):
     except gateway_config.ConfigError as exc:
         print("meterseal gateway: configuration error:", exc)
         raise SystemExit(2)
-    asyncio.run(_run_all(build(cfg)))
+    try:
+        tasks = build(cfg)
+    except OSError as exc:
+        # A device that cannot be opened, a key or state file that cannot be trusted: stop with
+        # the reason; the service manager restarts the gateway once it is fixed.
+        print("meterseal gateway: cannot start:", exc)
+        raise SystemExit(1)
+    asyncio.run(_run_all(tasks))

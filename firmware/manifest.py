@@ -20,6 +20,8 @@ DEVICE_FILES = {
     ),
     "firmware": (
         "__init__.py",
+        "timing.py",
+        "aio.py",
         "p256.py",
         "ecdsa.py",
         "signer.py",
@@ -34,6 +36,7 @@ DEVICE_FILES = {
     ),
     "firmware/drivers": (
         "__init__.py",
+        "link.py",
         "dart.py",
         "pulses.py",
         "mtsics.py",
@@ -44,8 +47,8 @@ DEVICE_FILES = {
 
 PORT_FILES = {
     "unix": {"firmware/hal": ("unix.py",)},
-    "esp32": {"firmware/hal": ("esp32.py",)},
-    "rp2": {"firmware/hal": ("rp2.py",)},
+    "esp32": {"firmware/hal": ("mcu.py", "esp32.py")},
+    "rp2": {"firmware/hal": ("mcu.py", "rp2.py")},
 }
 
 HOST_ONLY = {

@@ -6,9 +6,7 @@ within its limit; one stuck task is enough to stop feeding, and the board resets
 cause is read once at boot, before anything can disturb it, for the boot event.
 """
 
-import asyncio
-
-_sleep_ms = getattr(asyncio, "sleep_ms", None) or (lambda ms: asyncio.sleep(ms / 1000))
+from meterseal.firmware.aio import sleep_ms as _sleep_ms
 
 
 class Supervisor:

@@ -23,21 +23,10 @@ import random
 
 import asyncio
 
+from meterseal.firmware.timing import ticks_diff, ticks_ms
 from meterseal.protocol import cose
 from meterseal.protocol import uplink as wire
 from meterseal.protocol.errors import UplinkError
-
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    from time import monotonic
-
-    def ticks_ms():
-        return int(monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
 
 try:
     from micropython import const

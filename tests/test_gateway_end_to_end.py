@@ -109,6 +109,19 @@ class Site:
                                         text=True, env=env)
         return self.gateway
 
+    def start_gateway_as_a_service(self, image, attempts=5):
+        """Start the gateway and, like a service manager, start it again when it stops at boot
+        (after a SIGKILL a pty can refuse its settings for a while: docs/operations.md)."""
+        for _ in range(attempts):
+            gateway = self.start_gateway(image)
+            try:
+                gateway.wait(3)
+            except subprocess.TimeoutExpired:
+                return gateway
+            output = gateway.stdout.read()
+            assert "cannot start" in output, output
+        pytest.fail(f"the gateway did not start in {attempts} attempts: {output}")
+
     def kill_gateway(self):
         self.gateway.send_signal(signal.SIGKILL)
         self.gateway.wait(10)
@@ -209,7 +222,7 @@ def test_gateway_killed_at_random_moments_loses_nothing_it_sent_and_keeps_one_ch
     rng = random.Random(11)
     acknowledged = {}
     for run in range(5):
-        site.start_gateway(image)
+        site.start_gateway_as_a_service(image)
         # A short patience: a customer the killed gateway never authorized simply leaves.
         draw = site.pump.customer_draw(1 + run % 2, rng.randrange(3000, 30000), patience_s=40)
         time.sleep(rng.uniform(0.3, 2.5))
@@ -217,7 +230,7 @@ def test_gateway_killed_at_random_moments_loses_nothing_it_sent_and_keeps_one_ch
         draw.wait(30)
         acknowledged.update(site.host.stored)
     before = max(acknowledged, default=-1)
-    gateway = site.start_gateway(image)
+    gateway = site.start_gateway_as_a_service(image)
     records = _wait_for(site.host, gateway, lambda rs: any(
         r["seq"] > before and r["kind"] == "event" and r["body"]["event_type"] == "boot"
         for _, r in rs))
@@ -236,3 +249,23 @@ def test_gateway_killed_at_random_moments_loses_nothing_it_sent_and_keeps_one_ch
     # without a gap; only a truncating recovery (signed) may leave one.
     assert [f.kind for f in findings if f.kind != chain.GAP] == []
     assert recovered or not findings
+
+
+def test_gateway_that_cannot_open_a_device_says_which_and_stops(tmp_path):
+    root = tmp_path / "gateway"
+    root.mkdir()
+    config = tmp_path / "gateway.json"
+    config.write_text(json.dumps({
+        "gateway_id": "MS-GW-X",
+        "host": {"address": "127.0.0.1", "port": 9, "tls": False},
+        "devices": [{"name": "deli", "protocol": "mtsics", "port": "/dev/ttyMISSING7"}],
+        "paths": {"storage_root": str(root)},
+    }))
+    result = subprocess.run(
+        [sys.executable, "-m", "meterseal.host.cli", "gateway", "run", "--config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "serial port /dev/ttyMISSING7 cannot be opened" in output
+    assert "Traceback" not in output

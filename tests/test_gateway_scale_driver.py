@@ -196,7 +196,7 @@ def test_garbage_and_silence_are_link_events_and_never_values(rig):
     # Unplugged: the scale stops answering; a sale happens meanwhile; it comes back.
     scale.stop()
     gw.wait_for(lambda: gw.of("event", event_type="link_lost"), "link_lost")
-    assert gw.of("link_state", link="scale", up=False)
+    gw.wait_for(lambda: gw.of("link_state", link="scale", up=False), "link down state")
     during = scale.customer_weighing(650_000, unit_price_minor_per_kg=2000, plu=5)
     scale.start()
     gw.wait_for(lambda: gw.of("event", event_type="link_restored"), "link_restored")

@@ -147,7 +147,8 @@ def test_bad_frames_and_silence_are_link_events_and_never_values(rig):
     # Unplugged, then back.
     gauge.stop()
     gw.wait_for(lambda: gw.of("event", event_type="link_lost"), "link_lost")
-    assert gw.of("link_state", link="tank_gauge", up=False)
+    # The link_state observation follows the event; wait for it rather than race the pipe.
+    gw.wait_for(lambda: gw.of("link_state", link="tank_gauge", up=False), "link down state")
     gauge.start()
     gw.wait_for(lambda: gw.of("event", event_type="link_restored"), "link_restored")
     count = len(gw.of("tank_inventory"))

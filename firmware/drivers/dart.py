@@ -18,6 +18,7 @@ is only counted, never absorbed, so no corrupted byte reaches a signed value.
 """
 
 from meterseal.firmware.drivers import pulses as pulse_rules
+from meterseal.firmware.aio import sleep_ms
 from meterseal.protocol import dart
 from meterseal.protocol.records import MAX_FLOW_POINTS
 
@@ -27,15 +28,6 @@ except ImportError:
 
     def const(value):
         return value
-
-
-try:
-    from asyncio import sleep_ms
-except ImportError:
-    import asyncio
-
-    async def sleep_ms(ms):
-        await asyncio.sleep(ms / 1000)
 
 
 LINK = "dispenser"

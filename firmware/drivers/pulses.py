@@ -36,23 +36,8 @@ except ImportError:
         return value
 
 
-try:
-    from asyncio import sleep_ms
-except ImportError:
-    import asyncio
-
-    async def sleep_ms(ms):
-        await asyncio.sleep(ms / 1000)
-
-
-try:
-    from time import ticks_ms
-except ImportError:
-    from time import monotonic
-
-    def ticks_ms():
-        return int(monotonic() * 1000) & 0x3FFFFFFF
-
+from meterseal.firmware.aio import sleep_ms
+from meterseal.firmware.timing import ticks_ms
 
 MPE_PPM = const(5000)  # 0.5 % of the measured quantity
 DEFAULT_MPE_FRACTION_PERCENT = const(50)

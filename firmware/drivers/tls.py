@@ -16,11 +16,6 @@ up to _ATTEMPTS times, then counts as a timeout.
 """
 
 try:
-    import asyncio
-except ImportError:
-    import uasyncio as asyncio
-
-try:
     from micropython import const
 except ImportError:
 
@@ -28,33 +23,16 @@ except ImportError:
         return value
 
 
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    from time import monotonic
-
-    def ticks_ms():
-        return int(monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
-
+from meterseal.firmware.drivers.link import LinkHealth
+from meterseal.firmware.aio import sleep_ms as _sleep_ms
+from meterseal.firmware.timing import ticks_diff, ticks_ms
 from meterseal.protocol import records, tls
 from meterseal.protocol.errors import TLSError
-
-_sleep_ms = getattr(asyncio, "sleep_ms", None)
-if _sleep_ms is None:  # CPython
-
-    def _sleep_ms(ms):
-        return asyncio.sleep(ms / 1000)
-
 
 LINK = "tank_gauge"
 _ATTEMPTS = const(3)
 _READ_POLL_MS = const(20)
 _MAX_TICK_MS = const(1000)  # the run loop wakes at least this often, for the supervisor
-_MAX_U32 = const(0xFFFFFFFF)
 _NOTHING = object()  # no complete frame yet (None stands for a bad frame)
 
 # (record field, codec field); the codec says height and water, the record product_height and
@@ -169,64 +147,6 @@ class DeliveryLedger:
         return sorted(self._seen)
 
 
-class LinkHealth:
-    """Counts link errors since boot and turns runs of failed exchanges into link_lost /
-    link_restored (the same bookkeeping as the scale driver's; each driver module stands alone
-    so a site loads only the codec it uses)."""
-
-    def __init__(self, recorder, link, lost_after, report_ms):
-        self._recorder = recorder
-        self.link = link
-        self._lost_after = lost_after
-        self._report_ms = report_ms
-        self.up = None  # unknown until the first exchange
-        self.crc_errors = 0
-        self.timeouts = 0
-        self.framing_errors = 0
-        self._failures = 0
-        self._lost_at_ms = 0
-        self._reported_total = 0
-        self._reported_at_ms = ticks_ms()
-
-    def total(self):
-        return self.crc_errors + self.timeouts + self.framing_errors
-
-    def answered(self):
-        self._failures = 0
-        if self.up:
-            return
-        if self.up is False:
-            outage_ms = min(ticks_diff(ticks_ms(), self._lost_at_ms), _MAX_U32)
-            self._recorder.event("link_restored", link=self.link, outage_ms=outage_ms)
-        self.up = True
-        self._recorder.link_state(self.link, True, self.total())
-
-    def unanswered(self):
-        self.timeouts += 1
-        self._failures += 1
-        if self.up is not False and self._failures >= self._lost_after:
-            self.up = False
-            self._lost_at_ms = ticks_ms()
-            self._recorder.event("link_lost", link=self.link)
-            self._recorder.link_state(self.link, False, self.total())
-
-    def report(self):
-        """link_errors with the totals since boot, when they grew, at most once per report_ms."""
-        total = self.total()
-        if total == self._reported_total:
-            return
-        now_ms = ticks_ms()
-        if ticks_diff(now_ms, self._reported_at_ms) < self._report_ms:
-            return
-        self._reported_total = total
-        self._reported_at_ms = now_ms
-        self._recorder.event("link_errors", link=self.link,
-                             crc_errors=min(self.crc_errors, _MAX_U32),
-                             timeouts=min(self.timeouts, _MAX_U32),
-                             framing_errors=min(self.framing_errors, _MAX_U32))
-        self._recorder.link_state(self.link, bool(self.up), min(total, _MAX_U32))
-
-
 class TankGaugeDriver:
     """Reads a TLS console on ``port`` (HAL serial: non-blocking ``read()``, ``write()``) and
     feeds ``recorder``. ``seen_deliveries`` are the persisted keys (``seen_deliveries()`` gives
@@ -247,7 +167,7 @@ class TankGaugeDriver:
         self._units = units
         self._security_code = security_code
         self._supervisor = supervisor
-        self.link = LinkHealth(recorder, LINK, lost_after, error_report_ms)
+        self.link = LinkHealth(recorder, LINK, None, lost_after, error_report_ms)
         self._ledger = DeliveryLedger(seen_deliveries)
         self._reader = tls.ReplyReader()
         self._inventory_at_ms = None  # None: due now

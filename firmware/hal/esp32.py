@@ -1,100 +1,35 @@
 """HAL for ESP32 boards: machine.UART, the littlefs filesystem, machine.WDT, a GPIO seal
-switch.
+switch (the functions are mcu.py's; this module gives the ESP32 wiring).
 
 RS-485 needs an auto-direction transceiver in master mode (MicroPython's ESP32 UART drives no DE
 pin); a passive tap never transmits. Board wiring is data below; rp2.py has the same shape.
 """
 
-import os
-import time
-
-import machine
-
-# UART number -> (tx, rx) GPIOs. UART1's default pins are the SPI flash on WROOM modules.
-_UART_PINS = {1: (4, 5), 2: (17, 16)}
-_PARITY = {"N": None, "E": 0, "O": 1}
-_SEAL_PIN = 14  # to ground through the seal switch: reads 0 while the seal is closed
-_STORAGE_ROOT = "/data"
-_RESET_CAUSES = (
-    ("PWRON_RESET", "power_on"),
-    ("HARD_RESET", "hard"),
-    ("WDT_RESET", "watchdog"),
-    ("SOFT_RESET", "soft"),
-    ("DEEPSLEEP_RESET", "deep_sleep"),
+from meterseal.firmware.hal import mcu
+from meterseal.firmware.hal.mcu import (  # noqa: F401  (the HAL functions, re-exported)
+    open_serial,
+    reset_cause,
+    seal_closed,
+    set_wall_ms,
+    setup,
+    storage_root,
+    ticks_diff,
+    ticks_ms,
+    unique_id,
+    wall_ms,
+    watchdog,
 )
-# The RTC counts from 2000-01-01 on the boards (time.gmtime(0) tells); records use 1970.
-_EPOCH_OFFSET_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
 
-_seal_pin = _SEAL_PIN
-
-
-def setup(storage_root=None, seal_input=None):
-    """storage_root: a directory on the flash filesystem; seal_input: a GPIO number."""
-    global _STORAGE_ROOT, _seal_pin
-    if storage_root is not None:
-        _STORAGE_ROOT = storage_root
-    if seal_input is not None:
-        _seal_pin = seal_input
-
-
-class _Serial:
-    def __init__(self, uart):
-        self._uart = uart
-
-    def read(self):
-        return self._uart.read() or b""  # timeout=0: whatever is buffered, None if nothing
-
-    def write(self, data):
-        return self._uart.write(data)
-
-    def close(self):
-        self._uart.deinit()
-
-
-def open_serial(port, baudrate, bits, parity, stop):
-    tx, rx = _UART_PINS[port]
-    return _Serial(machine.UART(port, baudrate=baudrate, bits=bits, parity=_PARITY[parity],
-                                stop=stop, tx=machine.Pin(tx), rx=machine.Pin(rx), timeout=0,
-                                rxbuf=1024))
-
-
-ticks_ms = time.ticks_ms
-ticks_diff = time.ticks_diff
-
-
-def wall_ms():
-    return time.time_ns() // 1000000 + _EPOCH_OFFSET_S * 1000
-
-
-def set_wall_ms(ms):
-    t = time.gmtime(ms // 1000 - _EPOCH_OFFSET_S)
-    # RTC tuple: year, month, day, weekday, hours, minutes, seconds, microseconds.
-    machine.RTC().datetime((t[0], t[1], t[2], t[6], t[3], t[4], t[5], ms % 1000 * 1000))
-
-
-def storage_root():
-    try:
-        os.stat(_STORAGE_ROOT)
-    except OSError:
-        os.mkdir(_STORAGE_ROOT)
-    return _STORAGE_ROOT
-
-
-def unique_id():
-    return machine.unique_id()
-
-
-def watchdog(timeout_ms):
-    return machine.WDT(timeout=timeout_ms)
-
-
-def seal_closed():
-    return machine.Pin(_seal_pin, machine.Pin.IN, machine.Pin.PULL_UP).value() == 0
-
-
-def reset_cause():
-    cause = machine.reset_cause()
-    for name, meaning in _RESET_CAUSES:
-        if getattr(machine, name, None) == cause:
-            return meaning
-    return "unknown"
+mcu.configure(
+    # UART number -> (tx, rx) GPIOs. UART1's default pins are the SPI flash on WROOM modules.
+    uart_pins={1: (4, 5), 2: (17, 16)},
+    seal_pin=14,  # to ground through the seal switch: reads 0 while the seal is closed
+    reset_causes=(
+        ("PWRON_RESET", "power_on"),
+        ("HARD_RESET", "hard"),
+        ("WDT_RESET", "watchdog"),
+        ("SOFT_RESET", "soft"),
+        ("DEEPSLEEP_RESET", "deep_sleep"),
+    ),
+    rtc_microseconds=True,
+)

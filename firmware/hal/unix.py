@@ -117,7 +117,10 @@ def open_serial(port, baudrate, bits, parity, stop):
     # while (EINVAL, seen on ptys after a SIGKILL); a fresh open later takes them, so a
     # restarted gateway keeps trying for up to _SETUP_ATTEMPTS x _SETUP_RETRY_MS.
     for attempt in range(_SETUP_ATTEMPTS):
-        file = open(port, "r+b", buffering=0)
+        try:
+            file = open(port, "r+b", buffering=0)
+        except OSError as exc:
+            raise OSError("serial port %s cannot be opened (%s)" % (port, exc))
         try:
             _configure(file.fileno(), baudrate, bits, parity, stop)
             return _Serial(file)
