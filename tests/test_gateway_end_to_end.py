@@ -15,11 +15,12 @@ import time
 import pytest
 
 from meterseal.firmware import signer
+from meterseal.hil.emulators.controller import Controller
 from meterseal.hil.emulators.dispenser import Dispenser
 from meterseal.hil.emulators.hydraulics import Nozzle
 from meterseal.hil.emulators.scale import PriceScale
 from meterseal.hil.emulators.tank_gauge import Tank, TankGauge
-from meterseal.hil.serial_link import PtyPort
+from meterseal.hil.serial_link import PtyPort, SharedLine
 from meterseal.hil.simclock import SimClock
 from meterseal.hil import micropython
 from meterseal.host import chain, gateway_cli, verify
@@ -163,8 +164,9 @@ def _wait_for(host, gateway, predicate):
         if predicate(records):
             return records
         time.sleep(0.2)
-    pytest.fail(f"timed out; the host holds {len(host.stored)} records, kinds "
-                f"{sorted({r['kind'] for _, r in _records(host)})}")
+    held = [r["body"].get("event_type", r["kind"]) if r["kind"] == "event" else r["kind"]
+            for _, r in _records(host)]
+    pytest.fail(f"timed out; the host holds {len(host.stored)} records: {held}")
 
 
 def _kind(records, kind):
@@ -269,3 +271,62 @@ def test_gateway_that_cannot_open_a_device_says_which_and_stops(tmp_path):
     assert result.returncode == 1, output
     assert "serial port /dev/ttyMISSING7 cannot be opened" in output
     assert "Traceback" not in output
+
+
+def test_gateway_in_tap_mode_records_the_stations_sales_without_a_byte_on_the_line(tmp_path):
+    """The station's own controller drives the pump on a shared RS-485 line; the gateway only
+    listens (DART tap) and must still sign every sale exactly."""
+    clock = SimClock(speed=20)
+    line = SharedLine()
+    pump = Dispenser(line.attach_local("pump"), clock, address=0x50, seed=5, nozzles=(
+        Nozzle(grade=1, max_flow_lpm=40, unit_price_minor_per_kl=789000),))
+    station = Controller(line.attach_local("controller"), clock, addresses=(0x50,),
+                         prices={0x50: (789000,)})
+    tap_path = line.attach_pty("gateway")
+    pump.start()
+    root = tmp_path / "gateway"
+    root.mkdir()
+    secret = signer.generate_secret()
+    signer.write_key_file(str(root / "gateway.key"), secret)
+    host_thread = HostThread(signer.SoftwareSigner(secret).public_key())
+    host = host_thread.host
+    config = tmp_path / "gateway.json"
+    config.write_text(json.dumps({
+        "gateway_id": "MS-GW-TAP",
+        "host": {"address": "127.0.0.1", "port": host.port, "tls": False},
+        "devices": [{"name": "forecourt", "protocol": "dart", "port": tap_path, "mode": "tap",
+                     "addresses": [0x50],
+                     "pulse_input": {"port": pump.pulser_path, "pulses_per_litre": 100}}],
+        "paths": {"storage_root": str(root)},
+        "journal": {"commit_records": 1, "commit_ms": 100},
+    }))
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "meterseal.host.cli", "gateway", "run", "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # The tap learns the pump's decimals from the controller's first DC7 read, so it must be
+        # listening before the station's controller starts (a late joiner needs them configured).
+        _wait_for(host, gateway, lambda rs: bool(rs))
+        station.start()
+        for target_ml in (9000, 26000):
+            draw = pump.customer_draw(1, target_ml, patience_s=600)
+            assert draw.wait(60) and draw.entry is not None, draw.outcome
+            _wait_for(host, gateway, lambda rs, n=len(pump.truth): len(_kind(rs, "fuel.sale")) >= n)
+        records = _records(host)
+        sales = _kind(records, "fuel.sale")
+        assert len(sales) == len(station.sales) == 2
+        for sale, truth in zip(sales, pump.truth.entries()):
+            assert sale["body"]["volume_ml"] == truth["indicated_volume_ml"]
+            assert sale["body"]["amount_minor"] == truth["indicated_amount_minor"]
+            assert sale["body"]["pulses_counted"] == truth["pulser_pulses"]
+        # Anything the gateway wrote would reach the pump and the controller as garbage.
+        assert pump.link_stats["bad_frames_in"] == 0
+        assert station.link_stats[0x50]["bad_frames"] == 0
+        assert pump.errors == [] and station.errors == []
+    finally:
+        gateway.kill()
+        gateway.wait(10)
+        host_thread.close()
+        station.stop()
+        pump.stop()
+        line.close()
