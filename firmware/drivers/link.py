@@ -1,5 +1,6 @@
-"""Link health of a polled serial device: error counts since boot, and link_lost / link_restored /
-link_errors events with the recorder's link_state kept current."""
+"""A polled serial device's link: waiting for the reply to a command, and its health (error counts
+since boot, and link_lost / link_restored / link_errors events with the recorder's link_state
+kept current)."""
 
 try:
     from micropython import const
@@ -9,9 +10,34 @@ except ImportError:
         return value
 
 
+from meterseal.firmware.aio import sleep_ms
 from meterseal.firmware.timing import ticks_diff, ticks_ms
 
 _MAX_U32 = const(0xFFFFFFFF)
+NOTHING = object()  # no complete message buffered yet (None stands for a bad one)
+
+
+async def wait_reply(port, reader, next_reply, accepts, timeout_ms, poll_ms):
+    """The next reply for which ``accepts(reply)`` holds, within ``timeout_ms``; else None.
+
+    ``next_reply()`` gives a parsed reply, None for a bad message (the driver counts it) or
+    NOTHING when none is complete; fresh bytes from ``port`` go to ``reader.feed``. Replies not
+    accepted (late answers to earlier commands) are skipped."""
+    started_ms = ticks_ms()
+    while True:
+        reply = next_reply()
+        if reply is NOTHING:
+            if ticks_diff(ticks_ms(), started_ms) >= timeout_ms:
+                return None
+            await sleep_ms(poll_ms)
+            try:
+                data = port.read()
+            except OSError:
+                data = b""
+            if data:
+                reader.feed(data)
+        elif reply is not None and accepts(reply):
+            return reply
 
 
 class LinkHealth:

@@ -23,7 +23,7 @@ except ImportError:
         return value
 
 
-from meterseal.firmware.drivers.link import LinkHealth
+from meterseal.firmware.drivers.link import NOTHING, LinkHealth, wait_reply
 from meterseal.firmware.aio import sleep_ms as _sleep_ms
 from meterseal.firmware.timing import ticks_diff, ticks_ms
 from meterseal.protocol import mtsics
@@ -33,7 +33,6 @@ LINK = "scale"
 _ATTEMPTS = const(3)  # sends of one command before it counts as unanswered
 _READ_POLL_MS = const(10)  # a 115-byte reply takes 120 ms at 9600 baud
 _MAX_U32 = const(0xFFFFFFFF)
-_NOTHING = object()  # no complete line yet (None stands for a bad line)
 
 
 def sale_news(last_sale_number, sale_number):
@@ -193,7 +192,10 @@ class ScaleDriver:
             except OSError:
                 self.link.unanswered()
                 return None
-            reply = await self._reply(reply_id, expected_type)
+            reply = await wait_reply(
+                self._port, self._reader, self._next_reply,
+                lambda reply: _answers(reply, reply_id, expected_type),
+                self._reply_timeout_ms, _READ_POLL_MS)
             if reply is None:
                 self.link.unanswered()
                 continue
@@ -215,34 +217,15 @@ class ScaleDriver:
             return
         if data:
             self._reader.feed(data)
-        while self._next_reply() is not _NOTHING:
+        while self._next_reply() is not NOTHING:
             pass
 
-    async def _reply(self, reply_id, expected_type):
-        """The next reply that answers the command within the timeout, else None."""
-        started_ms = ticks_ms()
-        while True:
-            reply = self._next_reply()
-            if reply is _NOTHING:
-                if ticks_diff(ticks_ms(), started_ms) >= self._reply_timeout_ms:
-                    return None
-                await _sleep_ms(_READ_POLL_MS)
-                try:
-                    data = self._port.read()
-                except OSError:
-                    data = b""
-                if data:
-                    self._reader.feed(data)
-            elif reply is not None and _answers(reply, reply_id, expected_type):
-                return reply
-            # else: a bad line (counted) or a late reply to an earlier command
-
     def _next_reply(self):
-        """The next parsed reply, None for a bad line (counted), _NOTHING when no line is ready."""
+        """The next parsed reply, None for a bad line (counted), NOTHING when no line is ready."""
         try:
             line = self._reader.next_line()
             if line is None:
-                return _NOTHING
+                return NOTHING
             return mtsics.parse_reply(line)
         except MTSICSError:
             self.link.framing_errors += 1

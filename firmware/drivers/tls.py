@@ -23,7 +23,7 @@ except ImportError:
         return value
 
 
-from meterseal.firmware.drivers.link import LinkHealth
+from meterseal.firmware.drivers.link import NOTHING, LinkHealth, wait_reply
 from meterseal.firmware.aio import sleep_ms as _sleep_ms
 from meterseal.firmware.timing import ticks_diff, ticks_ms
 from meterseal.protocol import records, tls
@@ -33,7 +33,6 @@ LINK = "tank_gauge"
 _ATTEMPTS = const(3)
 _READ_POLL_MS = const(20)
 _MAX_TICK_MS = const(1000)  # the run loop wakes at least this often, for the supervisor
-_NOTHING = object()  # no complete frame yet (None stands for a bad frame)
 
 # (record field, codec field); the codec says height and water, the record product_height and
 # water_height.
@@ -226,7 +225,10 @@ class TankGaugeDriver:
             except OSError:
                 self.link.unanswered()
                 return None
-            reply = await self._reply(expected_type)
+            reply = await wait_reply(
+                self._port, self._reader, self._next_reply,
+                lambda reply: isinstance(reply, (expected_type, tls.NotUnderstood)),
+                self._reply_timeout_ms, _READ_POLL_MS)
             if reply is None:
                 self.link.unanswered()
                 continue
@@ -247,33 +249,15 @@ class TankGaugeDriver:
             return
         if data:
             self._reader.feed(data)
-        while self._next_reply() is not _NOTHING:
+        while self._next_reply() is not NOTHING:
             pass
 
-    async def _reply(self, expected_type):
-        started_ms = ticks_ms()
-        while True:
-            reply = self._next_reply()
-            if reply is _NOTHING:
-                if ticks_diff(ticks_ms(), started_ms) >= self._reply_timeout_ms:
-                    return None
-                await _sleep_ms(_READ_POLL_MS)
-                try:
-                    data = self._port.read()
-                except OSError:
-                    data = b""
-                if data:
-                    self._reader.feed(data)
-            elif isinstance(reply, expected_type) or isinstance(reply, tls.NotUnderstood):
-                return reply
-            # else: a bad frame (counted) or a late report for an earlier command
-
     def _next_reply(self):
-        """The next parsed frame, None for a bad one (counted), _NOTHING when none is ready."""
+        """The next parsed frame, None for a bad one (counted), NOTHING when none is ready."""
         try:
             frame = self._reader.next_frame()
             if frame is None:
-                return _NOTHING
+                return NOTHING
             return tls.parse_reply(frame, self._units)
         except TLSError as error:
             # The codec's checksum message starts with the word; every other fault is framing.
