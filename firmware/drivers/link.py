@@ -17,6 +17,19 @@ _MAX_U32 = const(0xFFFFFFFF)
 NOTHING = object()  # no complete message buffered yet (None stands for a bad one)
 
 
+def drain(port, reader, next_reply):
+    """Drop what arrived since the last exchange (late replies, noise) before a new command;
+    ``next_reply`` counts whatever of it is bad."""
+    try:
+        data = port.read()
+    except OSError:
+        return
+    if data:
+        reader.feed(data)
+    while next_reply() is not NOTHING:
+        pass
+
+
 async def wait_reply(port, reader, next_reply, accepts, timeout_ms, poll_ms):
     """The next reply for which ``accepts(reply)`` holds, within ``timeout_ms``; else None.
 

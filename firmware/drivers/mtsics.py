@@ -23,7 +23,7 @@ except ImportError:
         return value
 
 
-from meterseal.firmware.drivers.link import NOTHING, LinkHealth, wait_reply
+from meterseal.firmware.drivers.link import NOTHING, LinkHealth, drain, wait_reply
 from meterseal.firmware.aio import sleep_ms as _sleep_ms
 from meterseal.firmware.timing import ticks_diff, ticks_ms
 from meterseal.protocol import mtsics
@@ -186,7 +186,7 @@ class ScaleDriver:
         command = mtsics.Command(name).encode()
         # While the link is down one send per cycle is enough to notice it is back.
         for _ in range(_ATTEMPTS if self.link.up else 1):
-            self._drain()
+            drain(self._port, self._reader, self._next_reply)
             try:
                 self._port.write(command)
             except OSError:
@@ -208,17 +208,6 @@ class ScaleDriver:
                 return None
             return reply if isinstance(reply, expected_type) else None
         return None
-
-    def _drain(self):
-        """Drop what arrived since the last exchange (late replies, noise), counting noise."""
-        try:
-            data = self._port.read()
-        except OSError:
-            return
-        if data:
-            self._reader.feed(data)
-        while self._next_reply() is not NOTHING:
-            pass
 
     def _next_reply(self):
         """The next parsed reply, None for a bad line (counted), NOTHING when no line is ready."""

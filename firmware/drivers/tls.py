@@ -23,7 +23,7 @@ except ImportError:
         return value
 
 
-from meterseal.firmware.drivers.link import NOTHING, LinkHealth, wait_reply
+from meterseal.firmware.drivers.link import NOTHING, LinkHealth, drain, wait_reply
 from meterseal.firmware.aio import sleep_ms as _sleep_ms
 from meterseal.firmware.timing import ticks_diff, ticks_ms
 from meterseal.protocol import records, tls
@@ -219,7 +219,7 @@ class TankGaugeDriver:
         """Send ``function`` for all tanks; the report if it is an ``expected_type``, else None."""
         command = tls.Command(function, 0, self._security_code).encode()
         for _ in range(_ATTEMPTS if self.link.up else 1):
-            self._drain()
+            drain(self._port, self._reader, self._next_reply)
             try:
                 self._port.write(command)
             except OSError:
@@ -240,17 +240,6 @@ class TankGaugeDriver:
                 return None
             return reply
         return None
-
-    def _drain(self):
-        """Drop what arrived since the last exchange (late reports, noise), counting noise."""
-        try:
-            data = self._port.read()
-        except OSError:
-            return
-        if data:
-            self._reader.feed(data)
-        while self._next_reply() is not NOTHING:
-            pass
 
     def _next_reply(self):
         """The next parsed frame, None for a bad one (counted), NOTHING when none is ready."""
