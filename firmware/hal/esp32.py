@@ -6,19 +6,7 @@ pin); a passive tap never transmits. Board wiring is data below; rp2.py has the 
 """
 
 from meterseal.firmware.hal import mcu
-from meterseal.firmware.hal.mcu import (  # noqa: F401  (the HAL functions, re-exported)
-    open_serial,
-    reset_cause,
-    seal_closed,
-    set_wall_ms,
-    setup,
-    storage_root,
-    ticks_diff,
-    ticks_ms,
-    unique_id,
-    wall_ms,
-    watchdog,
-)
+from meterseal.firmware.hal.mcu import *  # noqa: F401,F403  (the HAL functions, re-exported)
 
 mcu.configure(
     # UART number -> (tx, rx) GPIOs. UART1's default pins are the SPI flash on WROOM modules.
