@@ -70,7 +70,6 @@ class Recorder:
         self._time_status = "U"
         self._full = False
         self._links = {}
-        self._last_seq = None
 
     # --- boot ----------------------------------------------------------------------------
 
@@ -117,31 +116,37 @@ class Recorder:
                      k_factors=None):
         key = device_key(device)
         state = self._state
-        if identity is not None:
-            old = state.device_fact(key, "identity")
-            if old is not None and old != identity:
-                self.event("device_identity_changed", device, old_identity=old,
-                           new_identity=identity)
-            state.set_device_fact(key, "identity", identity)
-        for name, value in (("software_id", software_id), ("param_checksum", param_checksum)):
+        changed = False
+        for name, value in (("identity", identity), ("software_id", software_id),
+                            ("param_checksum", param_checksum),
+                            ("k_factors", None if k_factors is None else list(k_factors))):
             if value is None:
                 continue
             old = state.device_fact(key, name)
-            if old is not None and old != value:
-                self.event("parameter_change", device, parameter_id=name,
-                           old_value=_text(old)[:64], new_value=_text(value)[:64])
+            if old == value:
+                continue
+            if old is not None:
+                self._fact_changed(device, name, old, value)
             state.set_device_fact(key, name, value)
-        if k_factors is not None:
-            old_factors = state.device_fact(key, "k_factors")
-            for index, new_k in enumerate(k_factors):
-                old_k = old_factors[index] if old_factors and index < len(old_factors) else None
+            changed = True
+        # Drivers report facts with every sale; the state is written only when one moved.
+        if changed:
+            state.save()
+
+    def _fact_changed(self, device, name, old, new):
+        if name == "identity":
+            self.event("device_identity_changed", device, old_identity=old, new_identity=new)
+        elif name == "k_factors":
+            for index, new_k in enumerate(new):
+                old_k = old[index] if index < len(old) else None
                 if old_k is not None and new_k and old_k != new_k:
                     nozzle_device = dict(device)
                     nozzle_device["nozzle"] = index + 1
                     self.event("calibration", nozzle_device, old_k_factor_pulses_per_kl=old_k,
                                new_k_factor_pulses_per_kl=new_k)
-            state.set_device_fact(key, "k_factors", list(k_factors))
-        state.save()
+        else:
+            self.event("parameter_change", device, parameter_id=name,
+                       old_value=_text(old)[:64], new_value=_text(new)[:64])
 
     def totalizer(self, device, totalizer_ml, amount_totalizer_minor=None):
         value = [totalizer_ml] if amount_totalizer_minor is None else [totalizer_ml, amount_totalizer_minor]
@@ -214,16 +219,12 @@ class Recorder:
     def _emit(self, kind, body, device=None, seq=None):
         """Build, sign and journal one record; its seq, or None when the journal had no room."""
         self._report_drops()
-        seq = self._seq(seq)
-        journaled = self._append(seq, self._sign(seq, kind, body, device), kind == "event" and
-                                 body.get("event_type") in ("journal_full", "records_dropped"))
-        return seq if journaled else None
-
-    def _seq(self, seq):
         if seq is None:
             seq = self._state.next_seq()
-        self._last_seq = seq
-        return seq
+        # The journal's own loss reports may use the space it holds back for them.
+        reserved = kind == "event" and body.get("event_type") in ("journal_full", "records_dropped")
+        journaled = self._append(seq, self._sign(seq, kind, body, device), reserved)
+        return seq if journaled else None
 
     def _sign(self, seq, kind, body, device):
         identity = self._identity

@@ -120,7 +120,7 @@ def _dispenser(args, clock):
     commands = {
         "lift": ("NOZZLE", lambda n: pump.lift(int(n))),
         "hang": ("NOZZLE", lambda n: pump.hang_up(int(n))),
-        "draw": ("NOZZLE ML", lambda n, ml: pump.customer_draw(int(n), int(ml)) and None),
+        "draw": ("NOZZLE ML", lambda n, ml: {"customer_at_nozzle": pump.customer_draw(int(n), int(ml)).nozzle}),
         "power": ("off|on", lambda s: pump.power_fail() if s == "off" else pump.power_restore()),
         "fault": (f"{'|'.join(dispenser.FAULTS)} [COUNT]", lambda k, c="1": pump.inject_fault(k, int(c))),
         "status": ("", lambda: {"dc1_status": pump.status, "nozzle_out": pump.nozzle_out,
@@ -160,7 +160,8 @@ def _tank_gauge(args, clock):
     gauge = TankGauge(port, clock, tanks=tanks, seed=args.seed)
     commands = {
         "draw": ("TANK ML", lambda t, ml: gauge.draw(int(t), int(ml))),
-        "deliver": ("TANK ML [SECONDS]", lambda t, ml, s="1800": gauge.deliver(int(t), int(ml), float(s)) and None),
+        "deliver": ("TANK ML [SECONDS]",
+                    lambda t, ml, s="1800": {"delivery_ends_at_s": gauge.deliver(int(t), int(ml), float(s))}),
         "state": ("TANK", lambda t: gauge.true_state(int(t))),
     }
     return gauge, [port], {"TLS line (RS-232, 9600 8N1)": port.path}, commands

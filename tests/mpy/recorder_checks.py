@@ -95,6 +95,9 @@ try:
     recorder.link_state("dispenser", True, 0)
     recorder.device_facts({"dispenser_address": 0x50}, identity="PUMP-2", param_checksum=b"\x12\x35",
                           k_factors=[100000, 103000])
+    # The same facts again (drivers report them with every sale) sign nothing.
+    recorder.device_facts({"dispenser_address": 0x50}, identity="PUMP-2", param_checksum=b"\x12\x35",
+                          k_factors=[100000, 103000])
     recorder.event("seal_open", {"dispenser_address": 0x50})
     recorder.host_time(clock.wall_ms() + 600000)
     recorder.host_time(clock.wall_ms() + 500)  # within the threshold: no step
