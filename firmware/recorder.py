@@ -18,6 +18,7 @@ is seen it is stored quietly (each sale carries them anyway); any later change i
 ``device_identity_changed``, ``parameter_change`` or ``calibration``.
 """
 
+import gc
 from hashlib import sha256
 
 from meterseal.firmware.journal import JournalFull
@@ -150,7 +151,19 @@ class Recorder:
 
     def totalizer(self, device, totalizer_ml, amount_totalizer_minor=None):
         value = [totalizer_ml] if amount_totalizer_minor is None else [totalizer_ml, amount_totalizer_minor]
-        self._state.totalizers[device_key(device)] = value
+        key = device_key(device)
+        if self._state.totalizers.get(key) == value:
+            return
+        self._state.totalizers[key] = value
+        # Kept at once, and only once the journal holds every record before it: drivers report
+        # a sale's end totals after the sale, so after a power cut last_totalizer() tells a sale
+        # the pump still shows from one already recorded.
+        self._journal.flush()
+        self._state.save()
+
+    def last_totalizer(self, device):
+        """[mL] or [mL, amount minor] last kept for a nozzle (persisted), or None."""
+        return self._state.totalizers.get(device_key(device))
 
     def link_state(self, link, up, error_count):
         self._links[link] = (up, error_count)
@@ -181,13 +194,22 @@ class Recorder:
             "journal_unacked_records": stats["unacked_records"],
             "records_dropped_total": stats["dropped_total"],
         }
+        # MicroPython only (CPython's gc cannot tell): the heap right after a collection, so the
+        # host sees a leak as a figure climbing from one status to the next.
+        if hasattr(gc, "mem_alloc"):
+            gc.collect()
+            body["heap_used_bytes"] = gc.mem_alloc()
+            body["heap_free_bytes"] = gc.mem_free()
         self._state.opsec = self._opsec()
         self._state.save()
         return self._emit("status", body)
 
     def host_time(self, host_ms):
         """The host's time from an ACK: step our wall clock when it is off by more than the
-        threshold, signing a time_set; either way our time is synchronised from now on."""
+        threshold, signing a time_set; either way our time is synchronised from now on.
+        Every ACK comes with one, and an ACK is what frees journal space: a loss to a full
+        journal is signed now, not only with the next observation (hours away when idle)."""
+        self._report_drops()
         ours = self._clock.wall_ms()
         if abs(host_ms - ours) > TIME_STEP_THRESHOLD_MS:
             self._state.clock_set_count += 1

@@ -246,6 +246,8 @@ STATUS_FIELDS = (
     (5, "journal_unacked_records", _INT, True, 0, _U32),
     (6, "records_dropped_total", _INT, True, 0, _U64),
     (7, "acked_seq", _INT, False, 0, _U64),
+    (8, "heap_used_bytes", _INT, False, 0, _U32),
+    (9, "heap_free_bytes", _INT, False, 0, _U32),
 )
 
 # kind -> (body fields, allowed device shapes). The event kind's body comes from EVENT_FIELDS.

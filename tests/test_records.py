@@ -134,6 +134,8 @@ KIND_EXAMPLES = {
         "journal_unacked_records": 12,
         "records_dropped_total": 0,
         "acked_seq": 1222,
+        "heap_used_bytes": 131072,
+        "heap_free_bytes": 65536,
     }),
 }
 
