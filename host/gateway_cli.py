@@ -184,6 +184,18 @@ def cmd_flash(args):
     return 0
 
 
+def _die_with_parent():
+    # The gateway runs as this launcher's child, so that the temporary image outlives it. A
+    # service manager that kills the launcher (SIGKILL cannot be passed on) must not leave a
+    # second gateway holding the serial ports: Linux ends the child with its parent.
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def cmd_run(args):
     _check_config(args.config)
     with tempfile.TemporaryDirectory(prefix="meterseal-gateway-") as work:
@@ -194,7 +206,7 @@ def cmd_run(args):
             raise GatewayError(f"no gateway image in {image}: run meterseal gateway build")
         _require_main(image)
         command, env = run_command(image, args.config, args.heapsize)
-        result = subprocess.run(command, env=env)
+        result = subprocess.run(command, env=env, preexec_fn=_die_with_parent)
     if result.returncode < 0:
         # Killed by a signal; SIGKILL is also how the unix HAL's watchdog ends the gateway.
         print(f"meterseal gateway run: the gateway was killed by signal {-result.returncode}",

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,37 @@ def test_run_reports_a_watchdog_kill(device_image, tmp_path, capfd):
     image = _image_copy(device_image, tmp_path, killer)
     assert cli.main(["gateway", "run", "--config", str(EXAMPLE), "--image", str(image)]) == 128 + signal.SIGKILL
     assert "the gateway was killed" in capfd.readouterr().err
+
+
+def test_a_killed_launcher_takes_the_gateway_with_it(device_image, tmp_path):
+    """A service manager stopping `meterseal gateway run` with SIGKILL must not leave the
+    MicroPython gateway behind, still holding the serial ports."""
+    sleeper = tmp_path / "main.py"
+    sleeper.write_text("import time\ndef main(path):\n    print('up')\n    time.sleep(600)\n")
+    image = _image_copy(device_image, tmp_path, sleeper)
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "meterseal.host.cli", "gateway", "run", "--config", str(EXAMPLE),
+         "--image", str(image)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout.readline().strip() == "up"
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        assert len(children) == 1
+        gateway = Path(f"/proc/{children[0]}")
+        assert b"micropython" in (gateway / "cmdline").read_bytes()
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(10)
+        deadline = time.monotonic() + 10
+        while gateway.exists() and "Z" not in _proc_state(gateway) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not gateway.exists() or "Z" in _proc_state(gateway)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        launcher.stdout.close()
+
+
+def _proc_state(proc):
+    try:
+        return (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return "Z"
