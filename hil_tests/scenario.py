@@ -21,6 +21,9 @@ from meterseal.protocol import records
 
 MAX_DURATION_HOURS = 24 * 366
 MAX_ARRIVALS_PER_HOUR = 600
+# Simulated seconds a fuelling point stands idle between customers (one car drives off, the next
+# pulls in and its driver lifts a nozzle), unless the scenario says otherwise.
+DEFAULT_CHANGEOVER_S = 30.0
 
 
 class ScenarioError(ValueError):
@@ -128,6 +131,8 @@ def _check_forecourt(forecourt):
     if forecourt["preset_share"] and not forecourt.get("preset_amounts_minor"):
         raise ScenarioError("forecourt.preset_amounts_minor: needed when preset_share > 0")
     _distribution(forecourt, "draw_ml", "forecourt")
+    forecourt.setdefault("changeover_s", DEFAULT_CHANGEOVER_S)
+    _need(forecourt, "changeover_s", float, "forecourt", 0.0, 600.0)
     dispensers = forecourt.get("dispensers")
     if not dispensers:
         raise ScenarioError("forecourt.dispensers: at least one dispenser is needed")

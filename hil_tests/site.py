@@ -57,6 +57,7 @@ class Site:
         forecourt = scenario.get("forecourt")
         if forecourt:
             self.line = SharedLine()
+            self._changeover_s = float(forecourt["changeover_s"])
             prices = {}
             for i, spec in enumerate(forecourt["dispensers"]):
                 address = spec["address"]
@@ -220,6 +221,7 @@ class Site:
         tank = self.tank_of.get((address, nozzle))
         if self.gauge is not None and tank is not None:
             self.gauge.draw(tank, int(draw.entry["true_volume_ml"]))
+        self.clock.sleep(self._changeover_s)
 
 
 class _Worker(threading.Thread):

@@ -505,6 +505,25 @@ class PulserReader:
         return self.drain()
 
 
+def test_pulser_lines_a_slow_reader_missed_are_sent_again(station):
+    """A reader that falls behind (the pty full, lines dropped) still gets the final count of a
+    delivery within one interval, not only at the next heartbeat."""
+    pump, master = station(pulser_interval_s=0.001, pulser_heartbeat_s=3600.0)
+    pulser = PulserReader(pump.pulser_path)
+    try:
+        before = pulser.request()[1]
+        serve_sale(pump, master, 400000)  # nobody reads the channel meanwhile: the pty fills
+        assert pump.link_stats["pulser_lines_dropped"] > 0
+        pulser.drain()  # what the full pty held: counts from the middle of the delivery
+        master.clock.advance(0.5)  # one pulser interval and more
+        master.poll()
+        time.sleep(0.1)
+        after = pulser.drain()[1]
+    finally:
+        pulser.line.close()
+    assert after[2] - before[2] == pump.truth.last()["pulser_pulses"]
+
+
 @pytest.mark.parametrize("kind, pulser_gain, dart_gain", [
     (None, 1.0, 1.0),
     (emulator.PULSE_SCALING_BOARD, 1.0, 1.03),  # between encoder and CPU

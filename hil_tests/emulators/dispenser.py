@@ -905,6 +905,9 @@ class Dispenser(EmulatorThread):
         if not self._pulser.closed:
             if self._pulser.write_nowait(line):
                 self.link_stats["pulser_lines_dropped"] += 1
+                # Counts are cumulative: send this meter's again at the next tick, so a reader
+                # that fell behind catches up within one interval, not at the next heartbeat.
+                self._pulser_sent[number - 1] = None
 
     def _serve_pulser(self):
         if self._pulser.closed:
