@@ -3,18 +3,14 @@ over ptys to an emulated dispenser (DART master, with its pulser channel), price
 gauge, uploading to a loopback host. Every record must verify with cryptography, chain without a
 finding, and carry exactly what the devices indicated."""
 
-import asyncio
 import json
 import random
-import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from meterseal.firmware import signer
 from meterseal.hil.emulators.controller import Controller
 from meterseal.hil.emulators.dispenser import Dispenser
 from meterseal.hil.emulators.hydraulics import Nozzle
@@ -23,36 +19,10 @@ from meterseal.hil.emulators.tank_gauge import Tank, TankGauge
 from meterseal.hil.serial_link import PtyPort, SharedLine
 from meterseal.hil.simclock import SimClock
 from meterseal.hil import micropython
-from meterseal.host import chain, gateway_cli, verify
-from meterseal.protocol import cose
+from meterseal.host import chain
 
-from uplink_test_server import LoopbackHost
-
-_WAIT_S = 90
-
-
-class HostThread:
-    """The loopback host on its own event loop, so the test thread can play customers."""
-
-    def __init__(self, public_key):
-        self.host = LoopbackHost(public_key, expected_records=10**9)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.host.start(), self._loop).result(10)
-
-    def close(self):
-        async def shutdown():
-            await self.host.close()
-            sessions = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in sessions:
-                task.cancel()
-            await asyncio.gather(*sessions, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+from gateway_site import (HostThread, chain_findings, gateway_key, kill_gateway, kind,
+                          records, start_gateway, wait_for, write_config)
 
 
 class Site:
@@ -75,11 +45,9 @@ class Site:
             device.start()
         root = tmp_path / "gateway"
         root.mkdir()
-        secret = signer.generate_secret()
-        signer.write_key_file(str(root / "gateway.key"), secret)
-        self.host_thread = HostThread(signer.SoftwareSigner(secret).public_key())
+        self.host_thread = HostThread(gateway_key(root))
         self.host = self.host_thread.host
-        config = {
+        self.config_path = write_config(tmp_path / "gateway.json", {
             "gateway_id": "MS-GW-E2E",
             "host": {"address": "127.0.0.1", "port": self.host.port, "tls": False},
             "devices": [
@@ -93,21 +61,12 @@ class Site:
             "paths": {"storage_root": str(root)},
             "journal": {"segment_bytes": 65536, "segments": 8, "commit_records": 4, "commit_ms": 200},
             "watchdog": {"timeout_ms": 20000, "checkin_ms": 10000},
-        }
-        self.config_path = tmp_path / "gateway.json"
-        self.config_path.write_text(json.dumps(config))
+        })
         self.gateway = None
 
     def start_gateway(self, image=None):
         """`meterseal gateway run` (builds the image), or the image's command directly."""
-        if image is None:
-            command = [sys.executable, "-m", "meterseal.host.cli", "gateway", "run",
-                       "--config", str(self.config_path)]
-            env = None
-        else:
-            command, env = gateway_cli.run_command(image, self.config_path)
-        self.gateway = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, env=env)
+        self.gateway = start_gateway(self.config_path, image)
         return self.gateway
 
     def start_gateway_as_a_service(self, image, attempts=5):
@@ -124,11 +83,10 @@ class Site:
         pytest.fail(f"the gateway did not start in {attempts} attempts: {output}")
 
     def kill_gateway(self):
-        self.gateway.send_signal(signal.SIGKILL)
-        self.gateway.wait(10)
+        kill_gateway(self.gateway)
 
     def close(self):
-        if self.gateway is not None and self.gateway.poll() is None:
+        if self.gateway is not None:
             self.kill_gateway()
         self.host_thread.close()
         for device in (self.pump, self.scale, self.gauge):
@@ -144,35 +102,6 @@ def site(tmp_path):
     site.close()
 
 
-def _records(host):
-    public = host.public_key
-    keyring = {cose.kid_for(public): verify.load_public_key(public)}
-    out = []
-    for seq in sorted(host.stored):
-        verdict = verify.verify_record(host.stored[seq], keyring)
-        assert verdict.outcome == verify.VERIFIED, (seq, verdict)
-        out.append((host.stored[seq], verdict.record))
-    return out
-
-
-def _wait_for(host, gateway, predicate):
-    deadline = time.monotonic() + _WAIT_S
-    while time.monotonic() < deadline:
-        if gateway.poll() is not None:
-            pytest.fail("the gateway exited:\n" + gateway.stdout.read())
-        records = _records(host)
-        if predicate(records):
-            return records
-        time.sleep(0.2)
-    held = [r["body"].get("event_type", r["kind"]) if r["kind"] == "event" else r["kind"]
-            for _, r in _records(host)]
-    pytest.fail(f"timed out; the host holds {len(host.stored)} records: {held}")
-
-
-def _kind(records, kind):
-    return [r for _, r in records if r["kind"] == kind]
-
-
 def test_gateway_signs_what_the_devices_indicated(site):
     pump, scale, gauge, host = site.pump, site.scale, site.gauge, site.host
     gateway = site.start_gateway()
@@ -180,18 +109,16 @@ def test_gateway_signs_what_the_devices_indicated(site):
         draw = pump.customer_draw(nozzle, target_ml, patience_s=600)
         assert draw.wait(60) and draw.entry is not None, draw.outcome
         # The gateway reads the sale at FILLING COMPLETED; let it before the next customer.
-        _wait_for(host, gateway, lambda rs, n=len(pump.truth): len(_kind(rs, "fuel.sale")) >= n)
+        wait_for(host, gateway, lambda rs, n=len(pump.truth): len(kind(rs, "fuel.sale")) >= n)
     weighings = [scale.customer_weighing(mass_mg, tare_mg=12_000, unit_price_minor_per_kg=1280, plu=7)
                  for mass_mg in (615_000, 1_240_000)]
-    records = _wait_for(host, gateway, lambda rs: len(_kind(rs, "scale.weighing")) >= 2
-                        and _kind(rs, "tank.inventory"))
+    held = wait_for(host, gateway, lambda rs: len(kind(rs, "scale.weighing")) >= 2
+                    and kind(rs, "tank.inventory"))
 
-    tracker = chain.ChainTracker()
-    for envelope, record in records:
-        assert tracker.feed(envelope, record["seq"], record["boot_epoch"], record["prev"]) == []
-    assert records[0][1]["kind"] == "event" and records[0][1]["body"]["event_type"] == "boot"
+    assert chain_findings(held) == []
+    assert held[0][1]["kind"] == "event" and held[0][1]["body"]["event_type"] == "boot"
 
-    sales = _kind(records, "fuel.sale")
+    sales = kind(held, "fuel.sale")
     for sale, truth in zip(sales, pump.truth.entries()):
         body = sale["body"]
         assert sale["device"] == {"dispenser_address": 0x50, "nozzle": truth["nozzle"]}
@@ -201,9 +128,9 @@ def test_gateway_signs_what_the_devices_indicated(site):
         assert body["totalizer_end_ml"] - body["totalizer_start_ml"] == truth["indicated_volume_ml"]
         # The gateway's own pulse count agrees with the honest pump's encoder.
         assert body["pulses_counted"] == truth["pulser_pulses"]
-    assert not [r for _, r in records if r["kind"] == "event" and r["body"]["event_type"] == "pulse_mismatch"]
+    assert not [r for _, r in held if r["kind"] == "event" and r["body"]["event_type"] == "pulse_mismatch"]
 
-    signed_weighings = _kind(records, "scale.weighing")
+    signed_weighings = kind(held, "scale.weighing")
     for weighing, truth in zip(signed_weighings, weighings):
         body = weighing["body"]
         indicated = ("gross_mg", "tare_mg", "net_mg", "amount_minor", "unit_price_minor_per_kg",
@@ -211,7 +138,7 @@ def test_gateway_signs_what_the_devices_indicated(site):
         assert {k: body[k] for k in indicated} == {k: truth[k] for k in indicated}
         assert body["sale_number"] == truth["txn"]
 
-    inventory = _kind(records, "tank.inventory")[0]
+    inventory = kind(held, "tank.inventory")[0]
     assert inventory["device"] == {"tank_number": 1}
     assert abs(inventory["body"]["volume_ml"] - gauge.true_state(1)["volume_ml"]) < 50_000
 
@@ -233,20 +160,18 @@ def test_gateway_killed_at_random_moments_loses_nothing_it_sent_and_keeps_one_ch
         acknowledged.update(site.host.stored)
     before = max(acknowledged, default=-1)
     gateway = site.start_gateway_as_a_service(image)
-    records = _wait_for(site.host, gateway, lambda rs: any(
+    held = wait_for(site.host, gateway, lambda rs: any(
         r["seq"] > before and r["kind"] == "event" and r["body"]["event_type"] == "boot"
         for _, r in rs))
 
     assert site.host.forks == []
-    stored = dict((r["seq"], envelope) for envelope, r in records)
+    stored = dict((r["seq"], envelope) for envelope, r in held)
     assert all(stored[seq] == envelope for seq, envelope in acknowledged.items())
-    boots = [r["boot_epoch"] for _, r in records if r["kind"] == "event" and r["body"]["event_type"] == "boot"]
+    boots = [r["boot_epoch"] for _, r in held if r["kind"] == "event" and r["body"]["event_type"] == "boot"]
     assert boots == sorted(set(boots)) and len(boots) >= 2
     recovered = any(r["kind"] == "event" and r["body"]["event_type"] == "journal_recovered"
-                    for _, r in records)
-    tracker = chain.ChainTracker()
-    findings = [f for envelope, r in records
-                for f in tracker.feed(envelope, r["seq"], r["boot_epoch"], r["prev"])]
+                    for _, r in held)
+    findings = chain_findings(held)
     # A kill never tears a journal write, so the journal stays intact and the seqs run on
     # without a gap; only a truncating recovery (signed) may leave one.
     assert [f.kind for f in findings if f.kind != chain.GAP] == []
@@ -286,12 +211,9 @@ def test_gateway_in_tap_mode_records_the_stations_sales_without_a_byte_on_the_li
     pump.start()
     root = tmp_path / "gateway"
     root.mkdir()
-    secret = signer.generate_secret()
-    signer.write_key_file(str(root / "gateway.key"), secret)
-    host_thread = HostThread(signer.SoftwareSigner(secret).public_key())
+    host_thread = HostThread(gateway_key(root))
     host = host_thread.host
-    config = tmp_path / "gateway.json"
-    config.write_text(json.dumps({
+    config = write_config(tmp_path / "gateway.json", {
         "gateway_id": "MS-GW-TAP",
         "host": {"address": "127.0.0.1", "port": host.port, "tls": False},
         "devices": [{"name": "forecourt", "protocol": "dart", "port": tap_path, "mode": "tap",
@@ -299,21 +221,19 @@ def test_gateway_in_tap_mode_records_the_stations_sales_without_a_byte_on_the_li
                      "pulse_input": {"port": pump.pulser_path, "pulses_per_litre": 100}}],
         "paths": {"storage_root": str(root)},
         "journal": {"commit_records": 1, "commit_ms": 100},
-    }))
-    gateway = subprocess.Popen(
-        [sys.executable, "-m", "meterseal.host.cli", "gateway", "run", "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    })
+    gateway = start_gateway(config)
     try:
         # The tap learns the pump's decimals from the controller's first DC7 read, so it must be
         # listening before the station's controller starts (a late joiner needs them configured).
-        _wait_for(host, gateway, lambda rs: bool(rs))
+        wait_for(host, gateway, lambda rs: bool(rs))
         station.start()
         for target_ml in (9000, 26000):
             draw = pump.customer_draw(1, target_ml, patience_s=600)
             assert draw.wait(60) and draw.entry is not None, draw.outcome
-            _wait_for(host, gateway, lambda rs, n=len(pump.truth): len(_kind(rs, "fuel.sale")) >= n)
-        records = _records(host)
-        sales = _kind(records, "fuel.sale")
+            wait_for(host, gateway, lambda rs, n=len(pump.truth): len(kind(rs, "fuel.sale")) >= n)
+        held = records(host)
+        sales = kind(held, "fuel.sale")
         assert len(sales) == len(station.sales) == 2
         for sale, truth in zip(sales, pump.truth.entries()):
             assert sale["body"]["volume_ml"] == truth["indicated_volume_ml"]

@@ -80,7 +80,10 @@ class LoopbackHost:
       receiving that RECORDS batch (1 = the session's first): before storing it, or after
       storing it but before the ACK (the ACK lost with the connection);
     - ``silent_sessions``: sessions where, after the handshake, nothing is answered at all;
-    - ``commands``: (name, args) pairs sent once every expected record is stored.
+    - ``commands``: (name, args) pairs sent once every expected record is stored;
+    - ``clock_ms``: a function giving the host time to put in each ACK (for example the real
+      UTC time, so the gateway's clock is never stepped); by default the host time starts at
+      2026-01-01 and moves one second per ACK.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class LoopbackHost:
         drop_batches=None,
         silent_sessions=(),
         commands=(),
+        clock_ms=None,
     ):
         self.public_key = public_key
         self.kid = hashlib.sha256(public_key).digest()
@@ -112,10 +116,12 @@ class LoopbackHost:
         self._stop_sent = False
         self._next_command_id = 1
         self._clock_ms = _FIRST_HOST_TIME_MS
+        self._clock = clock_ms
         self._server = None
 
-    async def start(self):
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, port=0):
+        """Listen on 127.0.0.1:``port`` (0: any free port); ``self.port`` is the one bound."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self):
@@ -123,7 +129,7 @@ class LoopbackHost:
         await self._server.wait_closed()
 
     def _host_time_ms(self):
-        self._clock_ms += 1000
+        self._clock_ms = self._clock() if self._clock is not None else self._clock_ms + 1000
         self.host_times_sent.append(self._clock_ms)
         return self._clock_ms
 

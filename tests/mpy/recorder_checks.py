@@ -14,69 +14,12 @@ from meterseal.firmware.journal import Journal
 from meterseal.firmware.recorder import Recorder
 from meterseal.firmware.signer import SoftwareSigner
 from meterseal.firmware.state import State
-from meterseal.protocol import cose, records
+
+from recorder_fixtures import IDENTITY, NOZZLE, Clock, all_records, check_chain, remove_tree, sale_body
 
 # Any fixed key will do; known_vectors is not imported, to leave the 192 KB heap to the gateway.
 RFC_KEY = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721
 ROOT = "/tmp/recorder-checks-" + hexlify(os.urandom(4)).decode()
-IDENTITY = {"gateway_id": "GW-TEST-1", "software_name": "meterseal-gw",
-            "software_version": "0.1.0", "software_digest": bytes(range(32))}
-NOZZLE = {"dispenser_address": 0x50, "nozzle": 1}
-
-
-class Clock:
-    def __init__(self):
-        self.ticks = 0
-        self.wall = 1767225600000
-
-    def ticks_ms(self):
-        return self.ticks
-
-    def ticks_diff(self, a, b):
-        return a - b
-
-    def wall_ms(self):
-        return self.wall + self.ticks
-
-    def set_wall_ms(self, ms):
-        self.wall = ms - self.ticks
-
-
-def remove_tree(path):
-    try:
-        names = os.listdir(path)
-    except OSError:
-        return
-    for name in names:
-        full = path + "/" + name
-        try:
-            os.remove(full)
-        except OSError:
-            remove_tree(full)
-    os.rmdir(path)
-
-
-def sale_body(volume_ml):
-    return {"grade": 1, "volume_ml": volume_ml, "unit_price_minor_per_kl": 789000,
-            "amount_minor": (volume_ml * 789000 + 500000) // 1000000,
-            "start_wall_time_ms": 1767225600000, "end_wall_time_ms": 1767225660000,
-            "duration_ms": 60000, "flow_interval_ms": 1000, "flow_profile_ml": [volume_ml],
-            "end_status": "completed"}
-
-
-def all_records(journal):
-    out = []
-    for seq, envelope in journal.pending(1000):
-        out.append((seq, envelope, records.parse(cose.parse_sign1(envelope).payload)))
-    return out
-
-
-def check_chain(entries, first_prev):
-    prev = first_prev
-    for seq, envelope, record in entries:
-        assert record["seq"] == seq and record["prev"] == prev, (seq, record["seq"])
-        prev = sha256(envelope).digest()
-
 
 remove_tree(ROOT)
 os.mkdir(ROOT)
@@ -148,12 +91,13 @@ try:
     # records_dropped is signed, first, as soon as the host's ACK makes room.
     remove_tree(ROOT)
     os.mkdir(ROOT)
-    journal = recorder = state = None
+    journal = recorder = state = entries = by_kind = status = kinds = None
     gc.collect()
     state = State.load(ROOT + "/state")
     journal = Journal(ROOT + "/journal", segment_bytes=4096, max_segments=2, buffer_bytes=2048,
                       reserve_bytes=1024)
-    recorder = Recorder(state, journal, signer, Clock(), IDENTITY)
+    clock = Clock()
+    recorder = Recorder(state, journal, signer, clock, IDENTITY)
     recorder.start("power_on")
     results = [recorder.sale(NOZZLE, sale_body(1000 + i)) for i in range(40)]
     dropped = results.count(None)
@@ -162,6 +106,10 @@ try:
     events = [r["body"]["event_type"] for _, _, r in entries if r["kind"] == "event"]
     assert events == ["boot", "journal_full"], events
     journal.acknowledge(entries[-1][0])
+    # The ACK's host time (the uplink passes it on with every ACK) signs the loss at once,
+    # without waiting for the next observation.
+    recorder.host_time(clock.wall_ms())
+    assert [r["body"]["event_type"] for _, _, r in all_records(journal)] == ["records_dropped"]
     assert recorder.sale(NOZZLE, sale_body(5000)) is not None
     after = all_records(journal)
     report = after[0][2]["body"]
