@@ -21,6 +21,7 @@ is seen it is stored quietly (each sale carries them anyway); any later change i
 import gc
 from hashlib import sha256
 
+from meterseal.firmware.signer import commit_next_key, stage_next_key, staged_public_key
 from meterseal.firmware.journal import JournalFull
 from meterseal.protocol import cose, records
 
@@ -58,10 +59,11 @@ class Recorder:
     """``clock`` is the HAL board (``ticks_ms``, ``ticks_diff``, ``wall_ms``, ``set_wall_ms``);
     ``identity`` holds gateway_id, software_name, software_version and software_digest."""
 
-    def __init__(self, state, journal, signer, clock, identity):
+    def __init__(self, state, journal, signer, clock, identity, key_path=None):
         self._state = state
         self._journal = journal
         self._signer = signer
+        self._key_path = key_path  # the software key's file, for rotation; None: cannot rotate
         self._kid = cose.kid_for(signer.public_key())
         self._clock = clock
         self._identity = identity
@@ -89,6 +91,8 @@ class Recorder:
             if recovery["last_good_seq"] is not None:
                 fields["last_good_seq"] = recovery["last_good_seq"]
             self.event("journal_recovered", **fields)
+        if self._key_path is not None and staged_public_key(self._key_path) is not None:
+            self._rotate_key()  # the power went while a rotation was under way: finish it
 
     # --- observations (docs/gateway.md) ---------------------------------------------------
 
@@ -149,17 +153,18 @@ class Recorder:
             self.event("parameter_change", device, parameter_id=name,
                        old_value=_text(old)[:64], new_value=_text(new)[:64])
 
-    def totalizer(self, device, totalizer_ml, amount_totalizer_minor=None):
+    def totalizer(self, device, totalizer_ml, amount_totalizer_minor=None, keep=False):
         value = [totalizer_ml] if amount_totalizer_minor is None else [totalizer_ml, amount_totalizer_minor]
         key = device_key(device)
         if self._state.totalizers.get(key) == value:
             return
         self._state.totalizers[key] = value
-        # Kept at once, and only once the journal holds every record before it: drivers report
-        # a sale's end totals after the sale, so after a power cut last_totalizer() tells a sale
-        # the pump still shows from one already recorded.
-        self._journal.flush()
-        self._state.save()
+        if keep:
+            # Persisted at once, once the journal holds every record before it: the DART master
+            # reports a sale's end totals after the sale, so after a power cut last_totalizer()
+            # tells a sale the pump still shows from one already recorded.
+            self._journal.flush()
+            self._state.save()
 
     def last_totalizer(self, device):
         """[mL] or [mL, amount minor] last kept for a nozzle (persisted), or None."""
@@ -231,7 +236,27 @@ class Recorder:
             self._state.heartbeat_interval_s = seconds
             self._state.save()
             return {"heartbeat_interval_s": seconds}
+        if name == "rotate_key":
+            if self._key_path is None:
+                return {"error": "this gateway's key is not stored in a file it can rotate"}
+            stage_next_key(self._key_path)
+            seq = self._rotate_key()
+            if seq is None:
+                return {"error": "the journal is full: the key stays as it is"}
+            return {"seq": seq, "new_public_key": self._signer.public_key()}
         return {"error": "unknown command %r" % (name,)}
+
+    def _rotate_key(self):
+        """Announce the staged key in a record signed with the current one, make that record
+        durable, then switch to the staged key. Returns the announcement's seq, or None (and
+        the old key stays) when the journal had no room for it."""
+        seq = self.event("key_rotated", new_public_key=staged_public_key(self._key_path))
+        if seq is None:
+            return None
+        self._journal.flush()
+        commit_next_key(self._key_path, self._signer)
+        self._kid = cose.kid_for(self._signer.public_key())
+        return seq
 
     # --- the record path ---------------------------------------------------------------------
 

@@ -9,6 +9,13 @@ Software key file (40 bytes, written once, atomically)::
 
 A file that is short, long, foreign, corrupt or out of range is refused, never replaced: a
 silently new key would break the gateway's signed history and hide whatever destroyed the old.
+
+Rotation (a host command) replaces the key in three steps, each safe to cut power after:
+stage_next_key() stores the new key beside the current one (``<path>.next``); the recorder signs
+a ``key_rotated`` event announcing it with the *current* key and makes it durable; then
+commit_next_key() renames the new file over the old and switches the signer. A staged key found
+at boot means the last step may not have happened: the recorder announces it again (the same key
+twice is harmless) and commits. The old private key is gone once the rename is done.
 """
 
 import errno
@@ -54,6 +61,11 @@ class SoftwareSigner(Signer):
 
     def public_key(self):
         return self._public_key
+
+    def replace(self, secret):
+        """Sign with ``secret`` from now on (the table, being of the base point, still fits)."""
+        self._secret = secret
+        self._public_key = ecdsa.public_key(secret, self._table)
 
     def _sign_digest(self, digest):
         return ecdsa.sign_digest(self._secret, digest, self._table)
@@ -140,3 +152,39 @@ def load_or_create(path, table=None, random_bytes=os.urandom):
         if read_key_file(path) != secret:
             raise KeyStoreError(path, "reads back different from what was written")
     return SoftwareSigner(secret, table)
+
+
+NEXT_SUFFIX = ".next"
+
+
+def staged_public_key(path):
+    """The public key of the key staged to replace the one at ``path``, or None."""
+    try:
+        secret = read_key_file(path + NEXT_SUFFIX)
+    except KeyStoreError:
+        raise
+    except OSError as e:
+        if e.args[0] != errno.ENOENT:
+            raise KeyStoreError(path + NEXT_SUFFIX, "cannot read (%s)" % e)
+        return None
+    return ecdsa.public_key(secret)
+
+
+def stage_next_key(path, random_bytes=os.urandom):
+    """Store a new key beside the one at ``path``, unless one is staged already; return its
+    public key. Nothing signs with it until commit_next_key()."""
+    staged = staged_public_key(path)
+    if staged is None:
+        write_key_file(path + NEXT_SUFFIX, generate_secret(random_bytes))
+        staged = staged_public_key(path)
+    return staged
+
+
+def commit_next_key(path, signer):
+    """Make the staged key the stored one (one atomic rename) and switch ``signer`` to it."""
+    secret = read_key_file(path + NEXT_SUFFIX)
+    try:
+        os.rename(path + NEXT_SUFFIX, path)
+    except OSError as e:
+        raise KeyStoreError(path, "cannot replace with the staged key (%s)" % e)
+    signer.replace(secret)

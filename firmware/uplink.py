@@ -100,8 +100,7 @@ class UplinkClient:
         self._gateway_id = gateway_id
         self._software = software
         self._boot = boot
-        self._signer = signer
-        self._kid = cose.kid_for(signer.public_key())
+        self._signer = signer  # the recorder's: a key rotation shows in the next HELLO
         self._journal = journal
         self._recorder = recorder
         self._supervisor = supervisor
@@ -188,7 +187,7 @@ class UplinkClient:
             "software_digest": self._software["digest"],
             "boot": self._boot,
             "highest_seq": highest_seq,
-            "kid": self._kid,
+            "kid": cose.kid_for(self._signer.public_key()),
         }
         await self._send(writer, wire.HELLO, hello)
         challenge = await self._expect(reader, wire.CHALLENGE)
