@@ -5,6 +5,9 @@ run so the ratios compare like with like on this machine.
   without it under -X heapsize=192K.
 - The gateway's record path on the unix port (recorder, signer, journal): records per second,
   and the heap in use after a collection before and after the run.
+- The whole gateway (`gateway run`, DART tap with pulse input plus tank gauge) through the first
+  hours of hil_tests/scenarios/dispenser_day.toml under `-X heapsize=192wK`: the heap after a
+  collection as its status records report it, lowest and highest, and its steadiness.
 - The image size per port.
 - The bare `cryptography` P-256 verify rate, and the host's verify-and-parse rate (COSE parse,
   signature check over the received bytes, record schema parse) as a ratio of it.
@@ -21,12 +24,17 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from meterseal.firmware import journal, signer
 from meterseal.hil import micropython
-from meterseal.host import demo, verify
+from meterseal.hil import scenario as scenarios
+from meterseal.hil.site import Site
+from meterseal.host import demo, gateway_cli, verify
 from meterseal.protocol import cose
 
 SIGN_SCRIPT = Path(micropython.__file__).parent / "gateway_scripts" / "bench_sign.py"
 RECORDER_SCRIPT = Path(micropython.__file__).parent / "gateway_scripts" / "bench_recorder.py"
+DAY_SCENARIO = Path(scenarios.__file__).parent / "scenarios" / "dispenser_day.toml"
+BOARD_HEAP = "192wK"  # a 32-bit board's 192 KB, in this 64-bit build's words
 
 
 def _sign_figures(image, mode, count, heapsize, interpreter="micropython"):
@@ -49,6 +57,65 @@ def _recorder_figures(image, workdir, count, mode, heapsize):
     if result.returncode != 0:
         raise demo.DemoError(f"gateway benchmark ({mode}) failed: {micropython.last_line(result)}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _gateway_day_figures(image, workdir, visits):
+    """Run the whole gateway against the first ``visits`` visits of the dispenser day and read
+    its signed status records back from its journal. No host listens (port 9 on loopback is
+    refused), so everything stays in the journal, which is sized to hold it."""
+    scenario = scenarios.load(DAY_SCENARIO)
+    plan = scenarios.plan(scenario)[:visits]
+    site = Site(scenario, speed=200.0)
+    root = workdir / "gateway"
+    root.mkdir(parents=True)
+    key = signer.load_or_create(str(root / "gateway.key"))
+    config = workdir / "gateway.json"
+    config.write_text(json.dumps({
+        "gateway_id": "MS-GW-BENCH",
+        "host": {"address": "127.0.0.1", "port": 9, "tls": False},
+        "devices": [
+            {"name": "forecourt", "protocol": "dart", "port": site.tap_path, "mode": "tap",
+             "addresses": [0x50],
+             "pulse_input": {"port": site.pumps[0x50].pulser_path, "pulses_per_litre": 100}},
+            {"name": "tanks", "protocol": "tls", "port": site.gauge_port.path, "addresses": [1, 2, 3]},
+        ],
+        "intervals": {"heartbeat_s": 10, "tank_poll_s": 10},
+        "paths": {"storage_root": str(root)},
+        "journal": {"segment_bytes": 65536, "segments": 32},
+    }))
+    command, env = gateway_cli.run_command(image, config, BOARD_HEAP)
+    gateway = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    try:
+        time.sleep(3)  # boot, then listen while the station is idle before it opens
+        with site:
+            time.sleep(2)
+            failures = site.replay(plan)
+            time.sleep(12)  # one more heartbeat after the last sale
+        alive = gateway.poll() is None
+    finally:
+        gateway.kill()
+        output = gateway.communicate()[0]
+    if not alive or failures:
+        raise RuntimeError(f"the gateway day did not run: {failures[:1]} {output[-400:]}")
+    public_key = key.public_key()
+    keyring = {cose.kid_for(public_key): verify.load_public_key(public_key)}
+    held = journal.Journal(str(root / "journal"), segment_bytes=65536, max_segments=32)
+    kinds, heap = {}, []
+    for _, envelope in held.pending(10**6):
+        record = verify.verify_record(envelope, keyring).record
+        kinds[record["kind"]] = kinds.get(record["kind"], 0) + 1
+        if record["kind"] == "status":
+            body = record["body"]
+            heap.append((body["heap_used_bytes"], body["heap_used_bytes"] + body["heap_free_bytes"]))
+    held.close()
+    if len(heap) < 3:
+        raise RuntimeError(f"only {len(heap)} status records: run more visits (--day-visits)")
+    # The first status comes before the first sale has loaded everything a sale uses.
+    settled = [used for used, _ in heap[1:]]
+    return {"sales": kinds.get("fuel.sale", 0), "records": sum(kinds.values()),
+            "statuses": len(heap), "heap_min": min(settled), "heap_max": max(settled),
+            "heap_total": heap[0][1]}
 
 
 def _rate(operation, items, rounds):
@@ -74,6 +141,9 @@ def run(args):
         print(f"recording {args.records} sales through the gateway's recorder, signer and journal ...", flush=True)
         gateway_table = _recorder_figures(image, tmp / "gw-table", args.records, "table", None)
         gateway_small = _recorder_figures(image, tmp / "gw-small", args.records, "no_table", "192K")
+        print(f"running the whole gateway under -X heapsize={BOARD_HEAP} through "
+              f"{args.day_visits} visits of the dispenser day ...", flush=True)
+        day = _gateway_day_figures(image, tmp / "day", args.day_visits)
         board_images = {}
         for port in ("esp32", "rp2"):
             micropython.build_image(tmp / f"image-{port}", port)
@@ -117,6 +187,13 @@ def run(args):
               f"{figures['heap_used_before']} -> {figures['heap_used_after']} bytes "
               f"of {figures['heap_total']}")
     print()
+    print(f"whole gateway, DART tap + pulse input + tank gauge, -X heapsize={BOARD_HEAP} "
+          f"({day['heap_total']} bytes)")
+    print(f"  {day['sales']} sales, {day['records']} records; heap in use after gc over "
+          f"{day['statuses'] - 1} settled status records: {day['heap_min']}..{day['heap_max']} "
+          f"bytes (spread {day['heap_max'] - day['heap_min']}), "
+          f"{100 * day['heap_max'] / day['heap_total']:.0f} % of the heap")
+    print()
     print(f"host verification, {len(envelopes)} records of {record_bytes:.0f} bytes on average, x{args.rounds}")
     print(f"  cryptography P-256 verify (bare)         {bare:9.0f} /s")
     print(f"  meterseal verify + parse                 {ours:9.0f} /s   ratio {ours / bare:.2f}")
@@ -127,5 +204,7 @@ def add_parser(sub):
     parser = sub.add_parser("bench", help="measure signing and verification speed")
     parser.add_argument("--sign-count", type=int, default=200, help="signatures per mode (default 200)")
     parser.add_argument("--records", type=int, default=500, help="records for the host-side rates (default 500)")
+    parser.add_argument("--day-visits", type=int, default=60,
+                        help="visits of the dispenser day for the whole-gateway heap (default 60)")
     parser.add_argument("--rounds", type=int, default=4, help="passes over the records per rate (default 4)")
     parser.set_defaults(run=run)
