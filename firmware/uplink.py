@@ -20,6 +20,7 @@ the host stores them idempotently.
 """
 
 import random
+from binascii import a2b_base64
 
 import asyncio
 
@@ -68,12 +69,30 @@ class HostRefused(UplinkError):
         self.reason = reason
 
 
+def tls_context(ca_certificate):
+    """A TLS client context that accepts only a host certificate issued by ``ca_certificate``
+    (the host's CA, DER or PEM bytes) and names the host (see UplinkClient's ``tls``)."""
+    import ssl
+
+    if ca_certificate.startswith(b"-----BEGIN"):
+        # MicroPython's mbedTLS binding takes DER; PEM is base64 of it between the marker lines.
+        lines = ca_certificate.split(b"\n")
+        body = b"".join(line.strip() for line in lines if line and not line.startswith(b"-----"))
+        ca_certificate = a2b_base64(body)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cadata=ca_certificate)
+    return context
+
+
 class UplinkClient:
     """Run with ``await client.run()`` (forever; cancel the task to stop it).
 
     ``software`` is ``{"name", "version", "digest"}`` (protocol.records software identification);
     ``journal``, ``recorder`` and ``supervisor`` are the interfaces of docs/gateway.md. ``log``
-    takes one line of text. The timing keyword arguments default to the named limits above.
+    takes one line of text. ``tls`` is None (plain TCP) or ``(context, server_name)``: a
+    tls_context() and the name the host's certificate must carry. The timing keyword arguments
+    default to the named limits above.
     """
 
     def __init__(
@@ -88,6 +107,7 @@ class UplinkClient:
         recorder,
         supervisor=None,
         log=print,
+        tls=None,
         batch_records=wire.MAX_BATCH_RECORDS,
         backoff_min_ms=BACKOFF_MIN_MS,
         backoff_max_ms=BACKOFF_MAX_MS,
@@ -97,6 +117,7 @@ class UplinkClient:
         poll_ms=POLL_MS,
     ):
         self._address = (host, port)
+        self._tls = tls
         self._gateway_id = gateway_id
         self._software = software
         self._boot = boot
@@ -160,9 +181,13 @@ class UplinkClient:
     async def _session(self):
         self._reset_session()
         host, port = self._address
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port), CONNECT_TIMEOUT_MS / 1000
-        )
+        if self._tls is None:
+            connecting = asyncio.open_connection(host, port)
+        else:
+            context, server_name = self._tls
+            connecting = asyncio.open_connection(host, port, ssl=context,
+                                                 server_hostname=server_name)
+        reader, writer = await asyncio.wait_for(connecting, CONNECT_TIMEOUT_MS / 1000)
         receiver = None
         try:
             await asyncio.wait_for(self._handshake(reader, writer), HANDSHAKE_TIMEOUT_MS / 1000)

@@ -46,7 +46,10 @@ def rm(p):
         os.remove(p)
 rm("/meterseal")
 """
-_ENTRY = "import meterseal.firmware.main as m; m.main(%r)"
+# The configuration's path goes in the environment, not on the command line: this MicroPython
+# build crashes on a command-line argument of 253 bytes or more (docs/development.md).
+CONFIG_VARIABLE = "METERSEAL_GATEWAY_CONFIG"
+_ENTRY = "import os, meterseal.firmware.main as m; m.main(os.getenv(%r))" % CONFIG_VARIABLE
 _REPORT = ("from meterseal.firmware import softid; from binascii import hexlify; "
            "i = softid.running(); print(i['name'], i['version'], hexlify(i['digest']).decode())")
 
@@ -108,8 +111,9 @@ def run_command(image, config_file, heapsize=None):
     command = [micropython.micropython_command()]
     if heapsize:
         command += ["-X", f"heapsize={heapsize}"]
-    command += ["-c", _ENTRY % str(Path(config_file).resolve())]
+    command += ["-c", _ENTRY]
     env = dict(os.environ, MICROPYPATH=f"{Path(image).resolve()}:.frozen")
+    env[CONFIG_VARIABLE] = str(Path(config_file).resolve())
     return command, env
 
 

@@ -8,12 +8,19 @@ for the process with a timeout. Timings are short so runs are quick; nothing ass
 """
 
 import asyncio
+import datetime
 import json
 import os
+import ssl
+import tempfile
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat,
+                                                          PublicFormat)
+from cryptography.x509.oid import NameOID
 from known_vectors import RFC_KEY
 from uplink_test_server import STOP_COMMAND, LoopbackHost
 
@@ -61,14 +68,15 @@ def run_gateway(device_image, host, records, stop_after_sessions_ended=0, **timi
     }
     config.update(timing)
 
-    async def scenario():
+    async def scenario(config_file):
         await host.start()
         config["port"] = host.port
+        config_file.write_text(json.dumps(config))
         try:
             process = await asyncio.create_subprocess_exec(
                 micropython.micropython_command(),
                 str(SCRIPT),
-                json.dumps(config),
+                str(config_file),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=dict(os.environ, MICROPYPATH=f"{device_image}:.frozen"),
@@ -78,7 +86,8 @@ def run_gateway(device_image, host, records, stop_after_sessions_ended=0, **timi
             await host.close()
         return process.returncode, stdout.decode(), stderr.decode()
 
-    returncode, stdout, stderr = asyncio.run(scenario())
+    with tempfile.TemporaryDirectory(prefix="meterseal-uplink-") as scratch:
+        returncode, stdout, stderr = asyncio.run(scenario(Path(scratch) / "gateway.json"))
     assert returncode == 0, f"gateway script failed:\n{stdout}\n{stderr}"
     run = GatewayRun(stdout)
     assert run.done is not None, stdout
@@ -188,3 +197,64 @@ def test_silent_host_is_pinged_then_declared_dead_and_left(device_image):
     assert host.sessions[0]["pings"] >= 1  # idle PINGs went unanswered
     assert any("link dead" in line for line in run.logs)
     assert_everything_stored_in_order(host, run, records)
+
+
+# --- TLS ----------------------------------------------------------------------------------------
+
+HOST_NAME = "ingest.meterseal.test"
+
+
+def _certificate(subject, issuer_name, public_key, signing_key, ca):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+               .public_key(public_key).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=1))
+               .not_valid_after(now + datetime.timedelta(days=30))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST_NAME)]),
+                                        critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _host_pki(directory, name):
+    """A CA and a host certificate it issued; returns (CA PEM path, server context)."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate(name, name, ca_key.public_key(), ca_key, ca=True)
+    host_key = ec.generate_private_key(ec.SECP256R1())
+    host = _certificate(HOST_NAME, name, host_key.public_key(), ca_key, ca=False)
+    ca_path = directory / f"{name}.pem"
+    ca_path.write_bytes(ca.public_bytes(Encoding.PEM))
+    chain = directory / f"{name}-host.pem"
+    chain.write_bytes(host.public_bytes(Encoding.PEM) + host_key.private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain)
+    return ca_path, context
+
+
+def test_records_go_over_tls_to_a_host_the_configured_ca_vouches_for(device_image, tmp_path):
+    ca_path, server_context = _host_pki(tmp_path, "meterseal-test-ca")
+    records = 10
+    host = LoopbackHost(GATEWAY_PUBLIC_KEY, records, tls=server_context)
+    run = run_gateway(device_image, host, records, ca_file=str(ca_path), server_name=HOST_NAME)
+
+    assert run.done["timed_out"] is False
+    assert [session["auth_ok"] for session in host.sessions] == [True]
+    assert host.received_seqs == list(range(1, records + 1))
+    assert_everything_stored_in_order(host, run, records)
+
+
+def test_a_host_another_ca_vouches_for_gets_nothing(device_image, tmp_path):
+    ours, _ = _host_pki(tmp_path, "meterseal-test-ca")
+    _, impostor_context = _host_pki(tmp_path, "impostor-ca")
+    host = LoopbackHost(GATEWAY_PUBLIC_KEY, 5, tls=impostor_context)
+    run = run_gateway(device_image, host, 5, stop_after_sessions_ended=2,
+                      ca_file=str(ours), server_name=HOST_NAME)
+
+    assert run.done["timed_out"] is False
+    assert host.sessions == [] and host.stored == {}  # no HELLO, not one record
+    assert run.acknowledged == []
+    assert all("session ended" in line for line in run.logs), run.logs

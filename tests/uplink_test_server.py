@@ -83,7 +83,8 @@ class LoopbackHost:
     - ``commands``: (name, args) pairs sent once every expected record is stored;
     - ``clock_ms``: a function giving the host time to put in each ACK (for example the real
       UTC time, so the gateway's clock is never stepped); by default the host time starts at
-      2026-01-01 and moves one second per ACK.
+      2026-01-01 and moves one second per ACK;
+    - ``tls``: an ssl.SSLContext to serve TLS with instead of plain TCP.
     """
 
     def __init__(
@@ -95,8 +96,10 @@ class LoopbackHost:
         silent_sessions=(),
         commands=(),
         clock_ms=None,
+        tls=None,
     ):
         self.public_key = public_key
+        self.tls = tls
         self.kid = hashlib.sha256(public_key).digest()
         self.expected_records = expected_records
         self.nack_sessions = nack_sessions or {}
@@ -121,7 +124,7 @@ class LoopbackHost:
 
     async def start(self, port=0):
         """Listen on 127.0.0.1:``port`` (0: any free port); ``self.port`` is the one bound."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self):

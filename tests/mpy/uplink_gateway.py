@@ -2,10 +2,10 @@
 # the real UplinkClient with test doubles for the journal and the recorder, which print what
 # they are given as JSON lines for the test to check.
 #
-# Usage: uplink_gateway.py CONFIG_JSON, with keys host, port, records, batch_records,
+# Usage: uplink_gateway.py CONFIG_FILE (JSON), with keys host, port, records, batch_records,
 # backoff_min_ms, backoff_max_ms, ping_idle_ms, link_timeout_ms, ack_timeout_ms, poll_ms,
 # stop_after_sessions_ended (0: only the host's "test.stop" command ends the run) and
-# deadline_ms, a bound on the whole run.
+# deadline_ms, a bound on the whole run; optionally ca_file and server_name for TLS.
 import asyncio
 import json
 import sys
@@ -13,7 +13,7 @@ import time
 
 from known_vectors import RFC_KEY
 from meterseal.firmware import signer
-from meterseal.firmware.uplink import UplinkClient
+from meterseal.firmware.uplink import UplinkClient, tls_context
 from meterseal.protocol import cbor, cose
 
 GATEWAY_ID = "MS-GW-0001"
@@ -80,6 +80,10 @@ async def main(config):
     journal = FakeJournal(entries)
     recorder = FakeRecorder()
     log = Log()
+    tls = None
+    if "ca_file" in config:
+        with open(config["ca_file"], "rb") as f:
+            tls = (tls_context(f.read()), config["server_name"])
     client = UplinkClient(
         config["host"],
         config["port"],
@@ -90,6 +94,7 @@ async def main(config):
         journal,
         recorder,
         log=log,
+        tls=tls,
         batch_records=config["batch_records"],
         backoff_min_ms=config["backoff_min_ms"],
         backoff_max_ms=config["backoff_max_ms"],
@@ -113,4 +118,7 @@ async def main(config):
     emit(done=True, cursor=journal.cursor, timed_out=timed_out)
 
 
-asyncio.run(main(json.loads(sys.argv[1])))
+# The configuration comes in a file: this MicroPython build crashes on an argument of 253 bytes
+# or more (docs/development.md).
+with open(sys.argv[1]) as f:
+    asyncio.run(main(json.load(f)))
