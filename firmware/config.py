@@ -21,6 +21,7 @@ _SERIAL_DEFAULTS = {
 }
 # What "addresses" means per protocol, and its range: DART pump addresses, TLS tank numbers.
 _ADDRESS_RANGES = {"dart": (0x50, 0x6F), "tls": (1, 99)}
+_DART_NOZZLES = 15  # DC7 has a grade for nozzles 1..15
 
 
 class ConfigError(ValueError):
@@ -72,6 +73,11 @@ class _Reader:
         if not isinstance(value, str) or not value:
             raise ConfigError(self.path(name), "expected a non-empty string, got %r" % (value,))
         return value
+
+    def optional_text(self, name):
+        if self.get(name) is None:
+            return None
+        return self.text(name)
 
     def identifier(self, name):
         value = self.text(name)
@@ -126,7 +132,15 @@ class Config:
             "address": r.text("address"),
             "port": r.integer("port", 1, 65535),
             "tls": r.boolean("tls", True),
+            "ca_file": r.optional_text("ca_file"),
+            "server_name": r.optional_text("server_name"),
         })
+        if self.host.tls and self.host.ca_file is None:
+            # Without the host's CA the gateway could not tell the host from an impostor.
+            raise ConfigError("host.ca_file", "missing: TLS needs the host's CA certificate "
+                                              "(or set host.tls to false)")
+        if self.host.server_name is None:
+            self.host.server_name = self.host.address
         r.done()
 
         devices = top.get("devices", required=True)
@@ -193,6 +207,8 @@ def _device(obj, key):
         "mode": None,
         "addresses": (),
         "pulse_input": None,
+        "decimals": None,
+        "grades": None,
     }
     serial.done()
 
@@ -209,8 +225,43 @@ def _device(obj, key):
             "pulses_per_litre": pulses.integer("pulses_per_litre", 1, 100000),
         })
         pulses.done()
+    if protocol == "dart" and (r.get("decimals") is not None or r.get("grades") is not None):
+        values["decimals"], values["grades"] = _pump_parameters(r, values["mode"])
     r.done()
     return Section(values)
+
+
+def _pump_parameters(r, mode):
+    # The DC7 values a tap cannot hear when it starts after the controller configured the pumps:
+    # (volume, amount, price) decimals, and the grade of nozzles 1..15 (0 = none), for every pump
+    # of the line. The driver uses DC7's own as soon as the line shows them.
+    for name, other in (("decimals", "grades"), ("grades", "decimals")):
+        if r.get(name) is not None:
+            if mode != "tap":
+                raise ConfigError(r.path(name), "only for mode tap (a master reads the pump's own)")
+            if r.get(other) is None:
+                raise ConfigError(r.path(other), "missing (decimals and grades go together)")
+    d = r.section("decimals")
+    decimals = (d.integer("volume", 0, 8), d.integer("amount", 0, 8), d.integer("price", 0, 8))
+    d.done()
+    given = r.get("grades")
+    if not isinstance(given, dict) or not given:
+        raise ConfigError(r.path("grades"), "expected a non-empty object {nozzle: grade}")
+    grades = [0] * _DART_NOZZLES
+    for key in sorted(given):
+        try:
+            nozzle = int(key)
+        except ValueError:
+            nozzle = 0
+        if str(nozzle) != key or not 1 <= nozzle <= _DART_NOZZLES:
+            raise ConfigError(r.path("grades"), "expected nozzle numbers 1..%d, got %r"
+                              % (_DART_NOZZLES, key))
+        grade = given[key]
+        if not isinstance(grade, int) or isinstance(grade, bool) or not 1 <= grade <= 99:
+            raise ConfigError(r.path("grades") + "." + key, "expected a grade 1..99, got %r"
+                              % (grade,))
+        grades[nozzle - 1] = grade
+    return decimals, tuple(grades)
 
 
 def _addresses(r, protocol):

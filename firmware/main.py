@@ -19,6 +19,8 @@ from meterseal.firmware import config as gateway_config
 from meterseal.firmware import hal, journal, recorder, signer, softid, state, supervisor
 
 KEY_FILE = "gateway.key"
+# The journal's group-commit buffer; a smaller segment (the configuration allows 4 KB) bounds it.
+_JOURNAL_BUFFER_BYTES = 8192
 # The supervisor's limit for the short periodic tasks of this module.
 _TICK_MS = 500
 
@@ -37,10 +39,11 @@ async def _every(period_ms, action, sup, name):
             action()
 
 
-def _dart_task(device, board, rec):
+def _dart_task(device, board, rec, sup):
     from meterseal.firmware.drivers import dart, pulses
 
     port = board.open_serial(device.port, device.baudrate, device.bits, device.parity, device.stop)
+    name = "dart:" + device.name
     tasks = []
     pulse_inputs = None
     if device.pulse_input is not None:
@@ -51,11 +54,14 @@ def _dart_task(device, board, rec):
             pulse_inputs[address] = channel
             tasks.append(channel.run())
     if device.mode == "tap":
+        # The configured decimals and grades stand in for DC7 until the line shows it.
         driver = dart.DartTap(port.read, rec, board, addresses=device.addresses,
-                              pulse_inputs=pulse_inputs)
+                              pulse_inputs=pulse_inputs, decimals=device.decimals,
+                              grades=device.grades, supervisor=(sup, name))
     else:
         driver = dart.DartMaster(port, rec, board, addresses=device.addresses,
-                                 pulse_inputs=pulse_inputs)
+                                 pulse_inputs=pulse_inputs, supervisor=(sup, name))
+    sup.register(name, _TICK_MS * 8)
     tasks.append(driver.run())
     return tasks
 
@@ -92,18 +98,19 @@ def build(cfg):
     jr = journal.Journal(root + "/journal", segment_bytes=cfg.journal.segment_bytes,
                          max_segments=cfg.journal.segments,
                          group_records=cfg.journal.commit_records,
-                         group_ms=cfg.journal.commit_ms)
+                         group_ms=cfg.journal.commit_ms,
+                         buffer_bytes=min(_JOURNAL_BUFFER_BYTES, cfg.journal.segment_bytes))
     key = signer.load_or_create(root + "/" + KEY_FILE)
     software = softid.running()
     identity = {"gateway_id": cfg.gateway_id, "software_name": software["name"],
                 "software_version": software["version"], "software_digest": software["digest"]}
-    rec = recorder.Recorder(st, jr, key, board, identity)
+    rec = recorder.Recorder(st, jr, key, board, identity, key_path=root + "/" + KEY_FILE)
     rec.start(sup.reset_cause)
 
     tasks = []
     for device in cfg.devices:
         if device.protocol == "dart":
-            tasks += _dart_task(device, board, rec)
+            tasks += _dart_task(device, board, rec, sup)
         elif device.protocol == "mtsics":
             tasks += _scale_task(device, board, rec, sup)
         else:
@@ -111,8 +118,16 @@ def build(cfg):
 
     from meterseal.firmware import uplink
 
+    tls = None
+    if cfg.host.tls:
+        try:
+            with open(cfg.host.ca_file, "rb") as f:
+                tls = (uplink.tls_context(f.read()), cfg.host.server_name)
+        except (OSError, ValueError) as exc:
+            # ValueError: mbedTLS's word for a file that is not a certificate.
+            raise OSError("host CA certificate %s cannot be used (%s)" % (cfg.host.ca_file, exc))
     client = uplink.UplinkClient(cfg.host.address, cfg.host.port, cfg.gateway_id, software,
-                                 st.boot_epoch, key, jr, rec, supervisor=sup)
+                                 st.boot_epoch, key, jr, rec, supervisor=sup, tls=tls)
     sup.register("uplink", cfg.watchdog.checkin_ms)
     sup.register("heartbeat", _TICK_MS * 4)
     sup.register("journal", _TICK_MS * 4)

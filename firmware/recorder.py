@@ -167,7 +167,8 @@ class Recorder:
             self._state.save()
 
     def last_totalizer(self, device):
-        """[mL] or [mL, amount minor] last kept for a nozzle (persisted), or None."""
+        """[mL] or [mL, amount minor] last reported for a nozzle (persisted if with keep), or
+        None."""
         return self._state.totalizers.get(device_key(device))
 
     def link_state(self, link, up, error_count):

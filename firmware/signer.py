@@ -62,7 +62,7 @@ class SoftwareSigner(Signer):
     def public_key(self):
         return self._public_key
 
-    def replace(self, secret):
+    def _replace(self, secret):
         """Sign with ``secret`` from now on (the table, being of the base point, still fits)."""
         self._secret = secret
         self._public_key = ecdsa.public_key(secret, self._table)
@@ -187,4 +187,4 @@ def commit_next_key(path, signer):
         os.rename(path + NEXT_SUFFIX, path)
     except OSError as e:
         raise KeyStoreError(path, "cannot replace with the staged key (%s)" % e)
-    signer.replace(secret)
+    signer._replace(secret)

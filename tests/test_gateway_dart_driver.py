@@ -75,7 +75,15 @@ class GatewayProcess:
     def events(self, event_type=None):
         return [o for o in self.of("event") if event_type in (None, o["event_type"])]
 
+    def kept_totalizers(self):
+        """What the recorder would have kept when this process ended: the last totals per
+        nozzle, in the form tests/mpy/dart_gateway.py takes as "totalizers"."""
+        return {"%d,%d" % (o["device"]["dispenser_address"], o["device"]["nozzle"]):
+                [o["totalizer_ml"], o["amount_totalizer_minor"]] for o in self.of("totalizer")}
+
     def stop(self):
+        if self.proc.stdout.closed:
+            return
         self.proc.kill()
         self.proc.wait()
         self._reader.join()
@@ -120,8 +128,10 @@ def pump_on_pty():
         assert pump.errors == []
 
 
-def assert_sale_is_the_truth(observation, truth, previous_truth=None):
-    """A fuel.sale body equals what the emulator indicated, in record units, and validates."""
+def assert_sale_is_the_truth(observation, truth, found=False, facts=True):
+    """A fuel.sale body equals what the emulator indicated, in record units, and validates.
+    found: the sale was found finished at first contact (no timing or flow, power_fail);
+    facts=False: identity and parameters were never heard (a tap joining late)."""
     body = observation["body"]
     assert observation["device"] == {"dispenser_address": truth["address"],
                                      "nozzle": truth["nozzle"]}
@@ -129,20 +139,31 @@ def assert_sale_is_the_truth(observation, truth, previous_truth=None):
     assert body["volume_ml"] == truth["indicated_volume_ml"] == truth["reported_volume_ml"]
     assert body["amount_minor"] == truth["indicated_amount_minor"]
     assert body["unit_price_minor_per_kl"] == truth["unit_price_minor_per_kl"]
-    assert body["end_status"] == truth["end_status"]
     assert body["totalizer_end_ml"] == truth["totalizer_end_ml"]
     assert body["amount_totalizer_end_minor"] == truth["amount_totalizer_end_minor"]
     if "totalizer_start_ml" in body:
         assert body["totalizer_start_ml"] == truth["totalizer_start_ml"]
         assert body["amount_totalizer_start_minor"] == truth["amount_totalizer_start_minor"]
-    if truth["preset_volume_ml"] is not None:
-        assert body["preset_volume_ml"] == truth["preset_volume_ml"]
-    assert body["dispenser_identity"] == truth["identity"]
-    assert sum(body["flow_profile_ml"]) == body["volume_ml"]
+    if found:
+        assert body["end_status"] == "power_fail"
+        assert body["flow_profile_ml"] == [] and body["duration_ms"] == 0
+        assert body["start_wall_time_ms"] == body["end_wall_time_ms"]
+        assert "totalizer_start_ml" not in body and "preset_volume_ml" not in body
+    else:
+        assert body["end_status"] == truth["end_status"]
+        if truth["preset_volume_ml"] is not None:
+            assert body["preset_volume_ml"] == truth["preset_volume_ml"]
+        assert sum(body["flow_profile_ml"]) == body["volume_ml"]
     assert len(body["flow_profile_ml"]) <= records.MAX_FLOW_POINTS
     assert body["end_wall_time_ms"] >= body["start_wall_time_ms"] and body["duration_ms"] >= 0
+    values = dict(body)
+    if facts:
+        assert body["dispenser_identity"] == truth["identity"]
+        values["dispenser_param_checksum"] = bytes.fromhex(body["dispenser_param_checksum"])
+    else:
+        assert not {"dispenser_identity", "dispenser_param_checksum",
+                    "dispenser_software_id"} & set(body)
     # The body is a valid fuel.sale as the recorder will build it.
-    values = dict(body, dispenser_param_checksum=bytes.fromhex(body["dispenser_param_checksum"]))
     records.build({
         "version": records.SCHEMA_VERSION, "gateway_id": "gw-1", "boot_epoch": 1, "seq": 1,
         "prev": bytes(32), "opsec": 0, "wall_time_ms": body["end_wall_time_ms"],
@@ -248,6 +269,63 @@ def test_master_reads_a_sale_cut_by_a_power_failure(pump_on_pty, gateway):
     assert_sale_is_the_truth(gw.sales()[0], truth)
 
 
+def test_master_restarted_after_a_sale_it_never_read_records_it_once(pump_on_pty, gateway):
+    """The gateway loses power mid-sale; the customer finishes; the pump waits at FILLING
+    COMPLETED. The restarted gateway finds the nozzle's totalizer moved since the recorder last
+    kept it, records the sale with the pump's figures, then resets the pump."""
+    pump, port = pump_on_pty()
+    first = gateway({"mode": "master", "port": port.path})
+    pump.start()
+    first.wait_for(lambda: len(first.kept_totalizers()) == 2, "first contact's totals")
+    draw = pump.customer_draw(1, 15000)
+    wait_for(lambda: pump.status == 4, what="filling, authorized by the first gateway")
+    first.stop()  # the gateway's power cut
+    assert draw.wait(WAIT_S) and pump.status == 5  # nobody reset it
+    kept = first.kept_totalizers()
+    assert first.sales() == [] and kept["80,1"][0] == pump.truth.last()["totalizer_start_ml"]
+
+    second = gateway({"mode": "master", "port": port.path, "totalizers": kept})
+    second.wait_for(lambda: second.sales(), "the sale found at first contact")
+    wait_for(lambda: pump.status == 1, what="the pump reset after the found sale was recorded")
+    assert_sale_is_the_truth(second.sales()[0], pump.truth.last(), found=True)
+    # Its end totals are kept after the sale, so a further restart would not record it again.
+    assert second.kept_totalizers()["80,1"][0] == pump.truth.last()["totalizer_end_ml"]
+    # Exactly once: the next customer's sale is the second one this gateway records.
+    serve(pump, ((2, 8000),))
+    second.wait_for(lambda: len(second.sales()) == 2, "the next sale")
+    assert_sale_is_the_truth(second.sales()[1], pump.truth.last())
+    assert len(pump.truth.entries()) == 2
+
+
+def test_master_restarted_after_recording_a_sale_does_not_record_it_again(pump_on_pty, gateway):
+    """The gateway records a sale, keeps its end totals, and loses power before it resets the
+    pump. The restarted gateway finds the same totals: no second record, only the reset."""
+    # One nozzle: its totalizer alone says whether the sale shown was recorded.
+    pump, port = pump_on_pty(nozzles=(
+        Nozzle(grade=92, unit_price_minor_per_kl=PRICES[0], totalizer_ml=1_234_560,
+               amount_totalizer_minor=974_068),))
+    first = gateway({"mode": "master", "port": port.path, "cut_after_sale": True})
+    pump.start()
+    serve(pump, ((1, 15000),))
+    wait_for(lambda: first.of("cut"), what="the first gateway's power cut after its sale")
+    assert first.proc.wait(WAIT_S) == 0
+    assert len(first.sales()) == 1 and pump.status == 5  # recorded, never reset
+    recorded = pump.truth.last()
+    assert_sale_is_the_truth(first.sales()[0], recorded)
+    kept = first.kept_totalizers()
+    assert kept == {"80,1": [recorded["totalizer_end_ml"], recorded["amount_totalizer_end_minor"]]}
+
+    second = gateway({"mode": "master", "port": port.path, "totalizers": kept})
+    wait_for(lambda: pump.status == 1, what="the pump reset by the restarted gateway")
+    serve(pump, ((1, 8000),))
+    second.wait_for(lambda: second.sales(), "the next sale")
+    # The only sale the restarted gateway recorded is the new one, which starts where the
+    # recorded one ended.
+    assert len(second.sales()) == 1 and len(pump.truth.entries()) == 2
+    assert_sale_is_the_truth(second.sales()[0], pump.truth.last())
+    assert second.sales()[0]["body"]["totalizer_start_ml"] == recorded["totalizer_end_ml"]
+
+
 # --- passive tap --------------------------------------------------------------------------------
 
 
@@ -339,3 +417,129 @@ def test_tap_holds_no_write_method():
     tap = driver.DartTap(lambda: b"", object(), Clock())
     held = [value for value in vars(tap).values() if hasattr(value, "write")]
     assert held == [] and not hasattr(tap, "write")
+
+
+def test_tap_joining_after_the_controller_uses_the_configured_decimals_and_grades(gateway):
+    """A tap that starts after the controller read DC7 never hears the pump's decimals and
+    grades. With them configured it records every sale exactly; without, it records nothing
+    until the controller asks for DC7 again (here: after the pump was off), and from then on
+    the line's values are used."""
+    line = SharedLine()
+    clock = SimClock(speed=40)
+    ports = [line.attach_local("pump-50"), line.attach_local("controller")]
+    pump = Dispenser(ports[0], clock, address=0x50, seed=5,
+                     nozzles=(Nozzle(grade=92), Nozzle(grade=95)))
+    controller = Controller(ports[1], clock, addresses=(0x50,), prices={0x50: PRICES})
+    view = controller.pumps[0x50]
+    try:
+        pump.start()
+        controller.start()
+        wait_for(lambda: pump.status == 1 and view.decimals is not None,
+                 what="the controller configured the pump")
+        # As firmware/config.py hands them over: (volume, amount, price), grades of nozzles 1..15.
+        registry = {"decimals": [2, 2, 3], "grades": [92, 95] + [0] * 13}
+        keyed = gateway({"mode": "tap", "port": line.attach_pty("tap"), "options": registry})
+        bare = gateway({"mode": "tap", "port": line.attach_pty("bare-tap")})
+        for number, (nozzle, target_ml) in enumerate(((2, 20000), (1, 7000)), 1):
+            serve(pump, ((nozzle, target_ml),))
+            keyed.wait_for(lambda: len(keyed.sales()) == number, "sale %d heard" % number)
+        for observation, truth in zip(keyed.sales(), pump.truth.entries()):
+            assert_sale_is_the_truth(observation, truth, facts=False)
+
+        wait_for(lambda: pump.status == 1 and len(controller.sales) == 2,
+                 what="the controller's reads")
+        pump.power_fail()
+        wait_for(lambda: view.decimals is None, what="the controller to see the pump off")
+        pump.power_restore()
+        wait_for(lambda: view.decimals is not None, what="the controller to read DC7 again")
+        serve(pump, ((1, 12000),))
+        keyed.wait_for(lambda: len(keyed.sales()) == 3, "sale 3 heard")
+        bare.wait_for(lambda: bare.sales(), "the bare tap's first sale")
+        assert_sale_is_the_truth(keyed.sales()[2], pump.truth.last())
+        # The bare tap heard sales 1 and 2 before sale 3, and could record neither.
+        assert len(bare.sales()) == 1
+        assert_sale_is_the_truth(bare.sales()[0], pump.truth.last())
+    finally:
+        controller.stop()
+        pump.stop()
+        line.close()
+        for port in ports:
+            port.close()
+    assert pump.errors == [] and controller.errors == []
+
+
+# --- a restart against the real recorder -------------------------------------------------------
+
+
+def test_the_recorders_kept_totalizer_survives_power_cuts_so_a_found_sale_is_recorded_once(
+        tmp_path):
+    """The tracker over the real Recorder, State and Journal, cut three times (nothing closed,
+    nothing flushed on purpose): mid-sale; after the restarted gateway recorded the sale it
+    found but before it reset the pump; and once more. The sale is in the journal exactly
+    once, with the pump's figures."""
+    from meterseal.firmware.drivers import dart as driver
+    from meterseal.firmware.journal import Journal
+    from meterseal.firmware.recorder import Recorder
+    from meterseal.firmware.signer import SoftwareSigner
+    from meterseal.firmware.state import State
+    from meterseal.protocol import cose, dart
+
+    signer = SoftwareSigner(0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721)
+    identity = {"gateway_id": "GW-TEST-1", "software_name": "meterseal-gw",
+                "software_version": "0.1.0", "software_digest": bytes(32)}
+    vendor = bytearray(28)
+    vendor[0:8] = dart.bcd_encode(100000, 4) * 2
+    vendor[16:18] = dart.bcd_encode(231, 2)
+    dc7 = dart.DC7PumpParameters(2, 2, 3, 999999, (92, 95) + (0,) * 13, bytes(vendor))
+
+    class Clock:
+        ticks_ms = staticmethod(lambda: int(time.monotonic() * 1000))
+        ticks_diff = staticmethod(lambda a, b: a - b)
+        wall_ms = staticmethod(lambda: int(time.time() * 1000))
+        set_wall_ms = staticmethod(lambda ms: None)
+
+    def boot():
+        """A gateway coming up on what the last one left on storage; its first contact."""
+        journal = Journal(str(tmp_path / "journal"))
+        recorder = Recorder(State.load(str(tmp_path / "state")), journal, signer, Clock(),
+                            identity)
+        recorder.start("power_on")
+        tracker = driver.PumpTracker(0x50, recorder, Clock(), check_unread=True)
+        tracker.absorb(dart.FROM_PUMP, [dc7, dart.DC9PumpIdentity("1000000080"),
+                                        dart.DC2FilledVolumeAmount(*pump["filled"]),
+                                        dart.DC3NozzleStatusPrice(1645, 0, False),
+                                        dart.DC1PumpStatus(pump["status"])])
+        tracker.absorb(dart.FROM_PUMP, [
+            dart.DC101TotalCounters(counter, total, total, 0)
+            for counter, total in ((0x01, pump["totals"][0]), (0x11, pump["totals"][1]),
+                                   (0x02, 5000), (0x12, 8000))])
+        return journal, tracker
+
+    def sales():
+        journal = Journal(str(tmp_path / "journal"))  # what survived on storage
+        return [r for r in (records.parse(cose.parse_sign1(envelope).payload)
+                            for _, envelope in journal.pending(100)) if r["kind"] == "fuel.sale"]
+
+    pump = {"status": 1, "filled": (0, 0), "totals": (12376, 99900)}
+    journal, tracker = boot()
+    tracker.absorb(dart.FROM_PUMP, [dart.DC3NozzleStatusPrice(1645, 1, True)])
+    tracker.absorb(dart.FROM_PUMP, [dart.DC1PumpStatus(2), dart.DC1PumpStatus(4)])
+    # Cut mid-sale. The customer finishes; the pump keeps the sale and waits for a reset.
+    pump = {"status": 5, "filled": (1000, 1645), "totals": (13376, 101545)}
+    journal = tracker = None
+    assert sales() == []
+
+    journal, tracker = boot()  # finds the sale, records it; cut before the reset
+    assert tracker.sales_recorded == 1
+    journal = tracker = None
+    journal, tracker = boot()  # the same pump again: recorded before, so nothing
+    assert tracker.sales_recorded == 0 and tracker.found is None
+    journal = tracker = None
+
+    (sale,) = sales()
+    assert sale["device"] == {"dispenser_address": 0x50, "nozzle": 1}
+    body = sale["body"]
+    assert (body["grade"], body["volume_ml"], body["amount_minor"],
+            body["unit_price_minor_per_kl"], body["end_status"], body["totalizer_end_ml"],
+            body["amount_totalizer_end_minor"], body["flow_profile_ml"]) == (
+                92, 10000, 1645, 164500, "power_fail", 133760, 101545, [])

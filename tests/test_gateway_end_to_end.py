@@ -23,6 +23,7 @@ from meterseal.host import chain
 
 from gateway_site import (HostThread, chain_findings, gateway_key, kill_gateway, kind,
                           records, start_gateway, wait_for, write_config)
+from host_pki import HOST_NAME, host_pki
 
 
 class Site:
@@ -250,3 +251,58 @@ def test_gateway_in_tap_mode_records_the_stations_sales_without_a_byte_on_the_li
         station.stop()
         pump.stop()
         line.close()
+
+
+def test_gateway_uploads_over_tls_to_the_host_its_ca_names(tmp_path):
+    """`host.tls` with `host.ca_file`: the gateway talks TLS to a host whose certificate the
+    configured CA issued for `host.server_name`, and signs what the scale indicated."""
+    ca_file, server_context = host_pki(tmp_path, "meterseal-test-ca")
+    clock = SimClock(speed=20)
+    port = PtyPort()
+    scale = PriceScale(port, clock, seed=5)
+    scale.start()
+    root = tmp_path / "gateway"
+    root.mkdir()
+    host_thread = HostThread(gateway_key(root), tls=server_context)
+    config = write_config(tmp_path / "gateway.json", {
+        "gateway_id": "MS-GW-TLS",
+        "host": {"address": "127.0.0.1", "port": host_thread.host.port, "tls": True,
+                 "ca_file": str(ca_file), "server_name": HOST_NAME},
+        "devices": [{"name": "deli", "protocol": "mtsics", "port": port.path}],
+        "paths": {"storage_root": str(root)},
+    })
+    gateway = start_gateway(config)
+    try:
+        truth = scale.customer_weighing(815_000, tare_mg=0, unit_price_minor_per_kg=1280, plu=3)
+        held = wait_for(host_thread.host, gateway, lambda held: kind(held, "scale.weighing"))
+        assert kind(held, "scale.weighing")[0]["body"]["net_mg"] == truth["net_mg"]
+        assert all(session["auth_ok"] for session in host_thread.host.sessions)
+        assert chain_findings(held) == []
+    finally:
+        kill_gateway(gateway)
+        host_thread.close()
+        scale.stop()
+        port.close()
+
+
+def test_gateway_with_an_unusable_host_ca_says_so_and_stops(tmp_path):
+    root = tmp_path / "gateway"
+    root.mkdir()
+    not_a_certificate = tmp_path / "host-ca.pem"
+    not_a_certificate.write_text("this is not a certificate\n")
+    scale_port = PtyPort()  # the devices open first, so the CA is what stops it
+    config = write_config(tmp_path / "gateway.json", {
+        "gateway_id": "MS-GW-X",
+        "host": {"address": "127.0.0.1", "port": 9, "tls": True,
+                 "ca_file": str(not_a_certificate)},
+        "devices": [{"name": "deli", "protocol": "mtsics", "port": scale_port.path}],
+        "paths": {"storage_root": str(root)},
+    })
+    try:
+        gateway = start_gateway(config)
+        output = gateway.communicate(timeout=120)[0]
+    finally:
+        scale_port.close()
+    assert gateway.returncode == 1, output
+    assert f"host CA certificate {not_a_certificate} cannot be used" in output
+    assert "Traceback" not in output

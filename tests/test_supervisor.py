@@ -4,11 +4,13 @@ watchdog kills the process and the next boot reports "watchdog"."""
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
 import pytest
 
 from meterseal.firmware import supervisor
+from meterseal.firmware.drivers import dart
 from meterseal.hil import micropython
 
 SCRIPTS = Path(__file__).parent / "mpy"
@@ -119,3 +121,48 @@ def test_on_micropython_healthy_tasks_keep_the_gateway_running(device_image, tmp
     result = _run(device_image, tmp_path, "healthy")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split() == ["boot", "power_on", "alive"]
+
+
+@pytest.mark.parametrize("mode", ["tap", "master"])
+def test_the_dart_driver_checks_in_while_it_runs(mode):
+    """A DART driver whose loop stalls must stop the feeding: it checks in once per cycle, also
+    while the line is silent (the master keeps polling a pump that never answers)."""
+    board = Board()
+    sup = supervisor.Supervisor(board, 1000)
+    sup.register("dart:forecourt", 300)
+
+    class SilentPort:
+        def read(self, *args):
+            return b""
+
+        def write(self, data):
+            pass
+
+    class Clock:  # the driver's own clock runs in real time: its reply waits must end
+        def ticks_ms(self):
+            return int(time.monotonic() * 1000)
+
+        def ticks_diff(self, a, b):
+            return a - b
+
+        def wall_ms(self):
+            return int(time.time() * 1000)
+
+    clock = Clock()
+    if mode == "tap":
+        driver = dart.DartTap(SilentPort().read, None, clock, supervisor=(sup, "dart:forecourt"),
+                              poll_ms=10)
+    else:
+        driver = dart.DartMaster(SilentPort(), None, clock, supervisor=(sup, "dart:forecourt"),
+                                 reply_timeout_ms=5, poll_gap_ms=10)
+
+    async def run_for(ms):
+        task = asyncio.create_task(driver.run())
+        await asyncio.sleep(ms / 1000)
+        task.cancel()
+
+    board.now = 10000  # every check-in made while running lands at this time
+    asyncio.run(run_for(150))
+    assert sup.stalled() == []
+    board.now = 10301
+    assert sup.stalled() == ["dart:forecourt"]  # and without the driver, silence shows

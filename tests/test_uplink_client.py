@@ -8,20 +8,15 @@ for the process with a timeout. Timings are short so runs are quick; nothing ass
 """
 
 import asyncio
-import datetime
 import json
 import os
-import ssl
 import tempfile
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat,
-                                                          PublicFormat)
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from known_vectors import RFC_KEY
+from host_pki import HOST_NAME, host_pki
 from uplink_test_server import STOP_COMMAND, LoopbackHost
 
 from meterseal.hil import micropython
@@ -201,42 +196,9 @@ def test_silent_host_is_pinged_then_declared_dead_and_left(device_image):
 
 # --- TLS ----------------------------------------------------------------------------------------
 
-HOST_NAME = "ingest.meterseal.test"
-
-
-def _certificate(subject, issuer_name, public_key, signing_key, ca):
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-               .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
-               .public_key(public_key).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(days=1))
-               .not_valid_after(now + datetime.timedelta(days=30))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST_NAME)]),
-                                        critical=False)
-    return builder.sign(signing_key, hashes.SHA256())
-
-
-def _host_pki(directory, name):
-    """A CA and a host certificate it issued; returns (CA PEM path, server context)."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate(name, name, ca_key.public_key(), ca_key, ca=True)
-    host_key = ec.generate_private_key(ec.SECP256R1())
-    host = _certificate(HOST_NAME, name, host_key.public_key(), ca_key, ca=False)
-    ca_path = directory / f"{name}.pem"
-    ca_path.write_bytes(ca.public_bytes(Encoding.PEM))
-    chain = directory / f"{name}-host.pem"
-    chain.write_bytes(host.public_bytes(Encoding.PEM) + host_key.private_bytes(
-        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(chain)
-    return ca_path, context
-
 
 def test_records_go_over_tls_to_a_host_the_configured_ca_vouches_for(device_image, tmp_path):
-    ca_path, server_context = _host_pki(tmp_path, "meterseal-test-ca")
+    ca_path, server_context = host_pki(tmp_path, "meterseal-test-ca")
     records = 10
     host = LoopbackHost(GATEWAY_PUBLIC_KEY, records, tls=server_context)
     run = run_gateway(device_image, host, records, ca_file=str(ca_path), server_name=HOST_NAME)
@@ -248,8 +210,8 @@ def test_records_go_over_tls_to_a_host_the_configured_ca_vouches_for(device_imag
 
 
 def test_a_host_another_ca_vouches_for_gets_nothing(device_image, tmp_path):
-    ours, _ = _host_pki(tmp_path, "meterseal-test-ca")
-    _, impostor_context = _host_pki(tmp_path, "impostor-ca")
+    ours, _ = host_pki(tmp_path, "meterseal-test-ca")
+    _, impostor_context = host_pki(tmp_path, "impostor-ca")
     host = LoopbackHost(GATEWAY_PUBLIC_KEY, 5, tls=impostor_context)
     run = run_gateway(device_image, host, 5, stop_after_sessions_ended=2,
                       ca_file=str(ours), server_name=HOST_NAME)

@@ -117,6 +117,7 @@ class _Sale:
         self.totals_after = 0  # bit 1: volume total read after the end, bit 2: amount total
         self.pulses_end = None
         self.facts_pending = False
+        self.found = None  # end status of a sale found finished, never seen running
 
 
 class PumpTracker:
@@ -129,17 +130,25 @@ class PumpTracker:
     read after the end are in; or, in tap mode, when the pump is reset or close_timeout_ms
     passes, with what was seen (end_status link_lost if the final DC2 never came).
 
+    With check_unread (master), a pump found holding a finished sale it was never seen running
+    (first contact after a restart, back after an outage) has `found` set until the totals are
+    in: settle_found() records that sale if the nozzle's totalizer moved since the recorder
+    last kept it (recorder.last_totalizer), else it was recorded before. Totals are reported
+    to the recorder only after the sale they end is recorded, so what it keeps always means
+    "recorded up to here".
+
     Options: currency_decimals=2, flow_interval_ms=1000, pulse_input=None (count(meter)),
     sealed_k_factors=None (pulses per kL, nozzle 1 first; else DC7's vendor bytes),
     vendor_dc7=True (the pump follows the DC7 vendor layout), decimals=None and grades=None
     (registry values used until DC7 is read), mpe_fraction_percent, min_volume_ml (pulses.py),
-    close_timeout_ms=None (tap mode: record after this long anyway).
+    close_timeout_ms=None (tap mode: record after this long anyway), check_unread=False.
     """
 
     def __init__(self, address, recorder, clock, currency_decimals=2, flow_interval_ms=1000,
                  pulse_input=None, sealed_k_factors=None, vendor_dc7=True, decimals=None,
                  grades=None, mpe_fraction_percent=pulse_rules.DEFAULT_MPE_FRACTION_PERCENT,
-                 min_volume_ml=pulse_rules.DEFAULT_MIN_VOLUME_ML, close_timeout_ms=None):
+                 min_volume_ml=pulse_rules.DEFAULT_MIN_VOLUME_ML, close_timeout_ms=None,
+                 check_unread=False):
         self.address = address
         self.device_key = {"dispenser_address": address}
         self._recorder = recorder
@@ -152,7 +161,8 @@ class PumpTracker:
         self._mpe_fraction_percent = mpe_fraction_percent
         self._min_volume_ml = min_volume_ml
         self._close_timeout_ms = close_timeout_ms
-        self.decimals = decimals  # (volume, amount, price)
+        self._check_unread = check_unread
+        self.decimals = decimals  # (volume, amount, price); DC7's replace them once heard
         self.grades = grades
         self.k_factors = None
         self.software_id = None
@@ -169,6 +179,9 @@ class PumpTracker:
         # Per meter, the pulse count at rest: read at first contact, then at each sale's end.
         self._rest_counts = [None] * (_MAX_NOZZLE + 1)
         self.sale = None
+        self.found = None  # the end status a found sale gets, until settled
+        self._outage = False  # the link was lost since the last sale: forget() was called
+        self._power_alarm = False  # DC5 power failure heard while no sale was open
         self.sales_recorded = 0
         self.sales_unrecordable = 0
 
@@ -177,6 +190,7 @@ class PumpTracker:
         the totals stay; the next status closes the sale if it ended meanwhile."""
         self.status = None
         self.nozzle_out = 0
+        self._outage = True
 
     # --- input ------------------------------------------------------------------------------
 
@@ -205,8 +219,11 @@ class PumpTracker:
                 if sale is not None and (t.nozzle == sale.nozzle or sale.closing and not t.nozzle):
                     sale.price = t.price
             elif isinstance(t, dart.DC5AlarmCode):
-                if t.alarm == _ALARM_POWER_FAILURE and self.sale is not None:
-                    self.sale.power_failed = True
+                if t.alarm == _ALARM_POWER_FAILURE:
+                    if self.sale is not None:
+                        self.sale.power_failed = True
+                    else:
+                        self._power_alarm = True
             elif isinstance(t, dart.DC7PumpParameters):
                 self._on_parameters(t)
                 facts = True
@@ -219,9 +236,16 @@ class PumpTracker:
                 totals |= self._on_totals(t)
         if facts:
             self._report_facts()
-        for nozzle in range(1, _MAX_NOZZLE + 1):
-            if totals & (1 << nozzle) and self._volume_totals[nozzle] is not None:
-                self._report_totalizer(nozzle)
+        if self.found:
+            if totals:
+                self.settle_found(False)
+        else:
+            sale = self.sale
+            for nozzle in range(1, _MAX_NOZZLE + 1):
+                # A closing sale's end totals are reported once it is recorded (_finish_if_ready).
+                if (totals & (1 << nozzle) and self._volume_totals[nozzle] is not None
+                        and not (sale is not None and sale.closing and sale.nozzle == nozzle)):
+                    self._report_totalizer(nozzle)
         self._take_baseline()
         self._finish_if_ready(False)
 
@@ -245,8 +269,11 @@ class PumpTracker:
             self._preset = (self._preset[0], t.amount)
 
     def _on_status(self, status, dc2_in_block):
+        previous = self.status
         self.status = status
         sale = self.sale
+        if self.found and status not in _ENDED_STATES:
+            self.settle_found(True)  # the pump moved on: settled with what is known
         if status in _FILLING_STATES:
             if sale is not None and sale.closing:
                 self._finish_if_ready(True)
@@ -256,6 +283,11 @@ class PumpTracker:
         elif status in _ENDED_STATES:
             if sale is not None and not sale.closing:
                 self._close(status, dc2_in_block)
+            elif (sale is None and self._check_unread and not self.found
+                  and previous not in _ENDED_STATES):
+                # Finished without being seen: while the link was down, else while the
+                # gateway was (its power failed, or it restarted).
+                self.found = "link_lost" if self._outage else "power_fail"
         elif sale is not None:
             # Back to idle: a closing sale is done; an open one ended unseen.
             if not sale.closing:
@@ -321,6 +353,7 @@ class PumpTracker:
         price = self._price[1] if self._price and self._price[0] == nozzle else None
         pulses_start = self._rest_counts[nozzle]
         self._rest_counts[nozzle] = None
+        self._power_alarm = self._outage = False
         volume, amount = self._preset
         self.sale = _Sale(
             nozzle, clock.wall_ms(), clock.ticks_ms(), price,
@@ -356,13 +389,56 @@ class PumpTracker:
             body = None  # a value not exact in record units: refused, never rounded
         if body is None:
             self.sales_unrecordable += 1
-            return
-        device = {"dispenser_address": self.address, "nozzle": sale.nozzle}
-        sale_seq = self._recorder.sale(device, body)
-        self.sales_recorded += 1
-        self._check_pulses(device, body, sale_seq)
+        else:
+            device = {"dispenser_address": self.address, "nozzle": sale.nozzle}
+            sale_seq = self._recorder.sale(device, body)
+            self.sales_recorded += 1
+            self._check_pulses(device, body, sale_seq)
+        if sale.totals_after & 1:
+            self._report_totalizer(sale.nozzle)
+
+    def settle_found(self, force):
+        """Decide on a found sale once every graded nozzle's volume total is in (or at once
+        with `force`): the one nozzle whose totalizer moved since recorder.last_totalizer (or
+        the one DC3 names) gets the sale, with the pump's last DC2 and DC3 as they stand."""
+        moved = []
+        for nozzle in _nozzles(self.grades):
+            total = self._volume_totals[nozzle]
+            if total is None:
+                if not force:
+                    return
+                continue
+            last = self._recorder.last_totalizer({"dispenser_address": self.address,
+                                                  "nozzle": nozzle})
+            try:
+                if last is not None and last[0] != self._scaled(total, 0, _ML_DECIMALS):
+                    moved.append(nozzle)
+            except dart.DARTError:
+                pass
+        status = "power_fail" if self._power_alarm else self.found
+        self.found = None
+        self._power_alarm = self._outage = False
+        named = self._price[0] if self._price else 0
+        nozzle = named or (moved[0] if len(moved) == 1 else 0)
+        if nozzle in moved:
+            clock = self._clock
+            sale = self.sale = _Sale(nozzle, clock.wall_ms(), clock.ticks_ms(),
+                                     self._price[1] if self._price else None, None, None,
+                                     (None, None), None, self._flow_interval_ms)
+            sale.closing = sale.final_filled = True
+            sale.found = status
+            sale.end_state = self.status
+            sale.end_wall_ms = sale.start_wall_ms
+            sale.end_ticks = sale.start_ticks
+            sale.totals_after = 3 if self._amount_totals[nozzle] is not None else 1
+            self._finish_if_ready(True)
+        for nozzle in range(1, _MAX_NOZZLE + 1):
+            if self._volume_totals[nozzle] is not None:
+                self._report_totalizer(nozzle)
 
     def _end_status(self, sale):
+        if sale.found:
+            return sale.found
         if not sale.final_filled:
             return "link_lost"  # the figures are the last seen, not the pump's final ones
         if sale.power_failed:
@@ -381,7 +457,8 @@ class PumpTracker:
                 or not 1 <= grades[sale.nozzle - 1] <= 99):
             return None
         volume_ml = self._scaled(self.filled[0], 0, _ML_DECIMALS)
-        sale.profile.add(self._clock.ticks_diff(sale.end_ticks, sale.start_ticks), volume_ml)
+        if not sale.found:  # a found sale's flow was not seen: its profile stays empty
+            sale.profile.add(self._clock.ticks_diff(sale.end_ticks, sale.start_ticks), volume_ml)
         body = {
             "grade": grades[sale.nozzle - 1],
             "volume_ml": volume_ml,
@@ -463,8 +540,9 @@ class PumpTracker:
         except dart.DARTError:
             return
         if volume_ml is not None:
+            # The master's are persisted for settle_found; the tap's wait for the heartbeat.
             self._recorder.totalizer({"dispenser_address": self.address, "nozzle": nozzle},
-                                     volume_ml, amount)
+                                     volume_ml, amount, self._check_unread)
 
     def _scaled(self, value, which, target_decimals):
         # `which` indexes the pump's decimals: 0 volume, 1 amount, 2 unit price.
@@ -537,6 +615,11 @@ class _Link:
         self._state()
 
 
+def _check_in(supervisor):
+    if supervisor is not None:
+        supervisor[0].check_in(supervisor[1])
+
+
 def _trackers(addresses, recorder, clock, pulse_inputs, sealed_k_factors, options):
     trackers = []
     for address in addresses:
@@ -571,13 +654,16 @@ class DartMaster:
     (a DATA block sent again), lost_after=5 failed polls, errors_report_ms=60000, prices=None
     ({address: (minor units per kL, nozzle 1 first)}, sent by CD5 to a pump not programmed),
     answer_patience_polls=20 (polls to wait for end-of-sale answers before asking again).
+    A pump found holding a finished sale it never read is reset only once the tracker settled
+    that sale (PumpTracker.settle_found: recorded, or known to be recorded before).
     """
 
     def __init__(self, port, recorder, clock, addresses=(0x50,), policy=authorize_on_lift,
                  pulse_inputs=None, sealed_k_factors=None, prices=None, reply_timeout_ms=150,
                  poll_gap_ms=20, retries=3, lost_after=5, errors_report_ms=60000,
-                 answer_patience_polls=20, **options):
+                 answer_patience_polls=20, supervisor=None, **options):
         self._port = port
+        self._supervisor = supervisor  # (supervisor, task name): checked in once per cycle
         self._clock = clock
         self._policy = policy
         self._prices = prices or {}
@@ -588,6 +674,7 @@ class DartMaster:
         self._decoder = dart.FrameDecoder()
         self._rx = b""
         self._rx_at = 0
+        options["check_unread"] = True
         self.pumps = [
             _PumpLine(tracker, _Link(recorder, clock, tracker.device_key, lost_after,
                                      errors_report_ms))
@@ -599,6 +686,7 @@ class DartMaster:
         while True:
             for pump in self.pumps:
                 await self._serve(pump)
+            _check_in(self._supervisor)
             await sleep_ms(self._poll_gap_ms)
 
     async def _serve(self, pump):
@@ -644,7 +732,20 @@ class DartMaster:
         return block
 
     def _close_sale(self, pump):
-        sale = pump.tracker.sale
+        tracker = pump.tracker
+        sale = tracker.sale
+        if tracker.found:
+            # A finished sale found unread is settled by the totals (asked at first contact, and
+            # here); without them within the patience, by what is known. Only then the reset.
+            polls = pump.awaiting_polls
+            pump.awaiting_polls += 1
+            if not polls:
+                return [dart.CD1Command(dart.CMD_RETURN_FILLING_INFORMATION)] + \
+                    self._totals_request(tracker, _nozzles(tracker.grades))
+            if polls <= self._patience:
+                return None
+            tracker.settle_found(True)
+            sale = tracker.sale
         if sale is None or not sale.closing:
             # Recorded (or never seen starting): the pump may take the next customer.
             pump.awaiting_polls = 0
@@ -767,8 +868,9 @@ class DartTap:
 
     def __init__(self, read, recorder, clock, addresses=(0x50,), pulse_inputs=None,
                  sealed_k_factors=None, poll_ms=10, silence_ms=5000, errors_report_ms=60000,
-                 close_timeout_ms=5000, **options):
+                 close_timeout_ms=5000, supervisor=None, **options):
         self._read = read
+        self._supervisor = supervisor  # (supervisor, task name): checked in once per cycle
         self._clock = clock
         self._poll_ms = poll_ms
         self._silence_ms = silence_ms
@@ -794,6 +896,7 @@ class DartTap:
                     self.link.failed()
             for tracker in self.trackers:
                 tracker.tick()
+            _check_in(self._supervisor)
             await sleep_ms(self._poll_ms)
 
     def feed(self, data):

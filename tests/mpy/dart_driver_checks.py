@@ -1,6 +1,8 @@
 # The DART driver's pure logic on both interpreters: a sale assembled from the frames a tap
-# hears, unit conversion, a corrupted frame kept out of the record, the flow profile's bound,
-# the pulse-mismatch rule and the pulser channel's parser.
+# hears, unit conversion, a corrupted frame kept out of the record, a tap joining late with and
+# without the configured decimals and grades, a sale found finished at a master's first contact
+# (recorded once, against the recorder's kept totalizer), the flow profile's bound, the
+# pulse-mismatch rule and the pulser channel's parser.
 # heapsize: 192K
 from meterseal.firmware.drivers import dart as driver
 from meterseal.firmware.drivers import pulses
@@ -25,8 +27,9 @@ class Clock:
 
 
 class Recorder:
-    def __init__(self):
+    def __init__(self, kept=None):
         self.calls = []
+        self.kept = kept or {}  # nozzle -> [mL, amount]: the totalizers the recorder keeps
 
     def sale(self, device, body):
         self.calls.append(("sale", device, body))
@@ -39,8 +42,12 @@ class Recorder:
                      k_factors=None):
         self.calls.append(("facts", identity, software_id, param_checksum, k_factors))
 
-    def totalizer(self, device, totalizer_ml, amount_totalizer_minor=None):
+    def totalizer(self, device, totalizer_ml, amount_totalizer_minor=None, keep=False):
         self.calls.append(("totalizer", device["nozzle"], totalizer_ml, amount_totalizer_minor))
+        self.kept[device["nozzle"]] = [totalizer_ml, amount_totalizer_minor]
+
+    def last_totalizer(self, device):
+        return self.kept.get(device["nozzle"])
 
     def link_state(self, link, up, error_count):
         self.calls.append(("link_state", up))
@@ -144,6 +151,124 @@ clock.now_ms += 1
 tracker.tick()
 body = recorder.of("sale")[-1][2]
 assert body["end_status"] == "link_lost" and body["volume_ml"] == 1000 and body["grade"] == 95
+
+# A tap joining after the controller read DC7 never hears the decimals and grades. The
+# configured ones (config "decimals", "grades") stand in; without them the sale is not
+# recordable. Once the line shows DC7, its values are used by both.
+def late_sale(tap, volume, amount, totals, block):
+    tap.feed(pump_block(block, [dart.DC3NozzleStatusPrice(1645, 1, True)]))
+    tap.feed(controller_block(block, [dart.CD1Command(dart.CMD_AUTHORIZE)]))
+    tap.feed(pump_block(block + 1, [dart.DC1PumpStatus(2), dart.DC1PumpStatus(4)]))
+    tap.feed(pump_block(block + 2, [dart.DC2FilledVolumeAmount(volume, amount),
+                                    dart.DC1PumpStatus(5)]))
+    tap.feed(controller_block(block + 1, [dart.CD101RequestTotalCounters(0x01),
+                                          dart.CD101RequestTotalCounters(0x11)]))
+    tap.feed(pump_block(block + 3, [dart.DC3NozzleStatusPrice(1645, 0, False),
+                                    dart.DC101TotalCounters(0x01, totals[0], totals[0], 0),
+                                    dart.DC101TotalCounters(0x11, totals[1], 1, 0)]))
+    tap.feed(controller_block(block + 2, [dart.CD1Command(dart.CMD_RESET)]))
+    tap.feed(pump_block(block + 4, [dart.DC1PumpStatus(1)]))
+
+
+configured, bare = Recorder(), Recorder()
+taps = (driver.DartTap(lambda: b"", configured, clock, (A,), decimals=(2, 2, 3),
+                       grades=(91, 95) + (0,) * 13),
+        driver.DartTap(lambda: b"", bare, clock, (A,)))
+for tap in taps:
+    late_sale(tap, 1000, 1645, (20000, 32900), 0)
+(_, device, body), = configured.of("sale")
+assert device == {"dispenser_address": A, "nozzle": 1}
+assert (body["grade"], body["volume_ml"], body["amount_minor"], body["unit_price_minor_per_kl"],
+        body["totalizer_end_ml"], body["amount_totalizer_end_minor"], body["end_status"]) == (
+            91, 10000, 1645, 164500, 200000, 32900, "completed"), body
+assert "dispenser_identity" not in body and "totalizer_start_ml" not in body
+assert bare.of("sale") == [] and taps[1].trackers[0].sales_unrecordable == 1
+for tap in taps:
+    tap.feed(controller_block(3, [dart.CD1Command(dart.CMD_RETURN_PUMP_PARAMETERS)]))
+    tap.feed(pump_block(5, [dc7]))
+    late_sale(tap, 500, 823, (20500, 33723), 6)
+for recorder in (configured, bare):
+    body = recorder.of("sale")[-1][2]
+    assert body["grade"] == 92 and body["volume_ml"] == 5000 and body["amount_minor"] == 823
+    assert body["totalizer_start_ml"] == 200000 and body["dispenser_software_id"] == "0231"
+assert len(configured.of("sale")) == 2 and len(bare.of("sale")) == 1
+
+
+# A master's first contact finds the pump at FILLING COMPLETED after a power failure (the
+# pump's DC5 too). The totals decide: nozzle 1 moved since the recorder kept it -> that sale is
+# recorded with the pump's figures, before the new totals are reported; unmoved -> nothing.
+def found_at_first_contact(kept):
+    recorder = Recorder(dict(kept))
+    tracker = driver.PumpTracker(A, recorder, clock, check_unread=True)
+    tracker.absorb(dart.FROM_PUMP, [dart.DC3NozzleStatusPrice(1645, 0, False),
+                                    dart.DC5AlarmCode(0x0A), dart.DC1PumpStatus(5)])
+    tracker.absorb(dart.FROM_PUMP, [dc7, dart.DC9PumpIdentity("1000000080"),
+                                    dart.DC2FilledVolumeAmount(1000, 1645),
+                                    dart.DC3NozzleStatusPrice(1645, 0, False),
+                                    dart.DC1PumpStatus(5)])
+    assert tracker.found == "power_fail" and not recorder.of("totalizer")
+    tracker.absorb(dart.FROM_PUMP, [dart.DC101TotalCounters(0x01, 13376, 13376, 0),
+                                    dart.DC101TotalCounters(0x11, 101545, 7, 0)])
+    assert tracker.found == "power_fail" and not recorder.of("totalizer")  # nozzle 2 to come
+    tracker.absorb(dart.FROM_PUMP, [dart.DC101TotalCounters(0x02, 5000, 5000, 0),
+                                    dart.DC101TotalCounters(0x12, 8000, 3, 0)])
+    assert tracker.found is None
+    return recorder, tracker
+
+
+recorder, tracker = found_at_first_contact({1: [123760, 99900], 2: [50000, 8000]})
+# The end totals are kept only once the sale is recorded.
+assert [c[0] for c in recorder.calls if c[0] in ("sale", "totalizer")][:2] == ["sale", "totalizer"]
+(_, device, body), = recorder.of("sale")
+assert device == {"dispenser_address": A, "nozzle": 1}
+expected = {
+    "grade": 92, "volume_ml": 10000, "amount_minor": 1645, "unit_price_minor_per_kl": 164500,
+    "end_status": "power_fail", "totalizer_end_ml": 133760, "amount_totalizer_end_minor": 101545,
+    "start_wall_time_ms": clock.wall_ms(), "end_wall_time_ms": clock.wall_ms(), "duration_ms": 0,
+    "flow_interval_ms": 1000, "flow_profile_ml": [], "dispenser_identity": "1000000080",
+    "dispenser_software_id": "0231", "dispenser_param_checksum": b"\x9c\x48",
+}
+assert body == expected, body
+assert recorder.kept == {1: [133760, 101545], 2: [50000, 8000]}
+recorder, tracker = found_at_first_contact({1: [133760, 101545], 2: [50000, 8000]})
+assert recorder.of("sale") == [] and tracker.sales_recorded == 0
+assert recorder.of("totalizer") == [("totalizer", 1, 133760, 101545), ("totalizer", 2, 50000, 8000)]
+# A gateway that never kept a totalizer for the pump cannot tell: nothing is recorded.
+recorder, tracker = found_at_first_contact({})
+assert recorder.of("sale") == []
+# Found after a link outage (no power alarm): link_lost.
+tracker.absorb(dart.FROM_PUMP, [dart.DC1PumpStatus(1)])
+tracker.forget()
+tracker.absorb(dart.FROM_PUMP, [dart.DC1PumpStatus(5)])
+assert tracker.found == "link_lost"
+
+
+# The master holds the reset until the found sale is settled: it asks the filling and every
+# nozzle's totals, waits answer_patience_polls, then settles with what it knows.
+class NullPort:
+    def read(self):
+        return b""
+
+    def write(self, data):
+        pass
+
+
+recorder = Recorder({1: [123760, 99900], 2: [50000, 8000]})
+master = driver.DartMaster(NullPort(), recorder, clock, (A,), answer_patience_polls=2)
+pump = master.pumps[0]
+pump.tracker.absorb(dart.FROM_PUMP, [dc7, dart.DC2FilledVolumeAmount(1000, 1645),
+                                     dart.DC3NozzleStatusPrice(1645, 0, False),
+                                     dart.DC1PumpStatus(5)])
+pump.info_requested = pump.totals_requested = True  # asked at first contact; no answer yet
+ask = master._next_request(pump)
+assert ask[0].command == dart.CMD_RETURN_FILLING_INFORMATION
+assert [t.counter for t in ask[1:]] == [0x01, 0x11, 0x02, 0x12]
+assert master._next_request(pump) is None and master._next_request(pump) is None
+reset = master._next_request(pump)  # patience over: settled without totals, nothing recorded
+assert [t.command for t in reset] == [dart.CMD_RESET] and pump.tracker.found is None
+assert recorder.of("sale") == []
+pump.tracker.absorb(dart.FROM_PUMP, [dart.DC1PumpStatus(1)])
+assert master._next_request(pump) is None
 
 # Flow profile: bounded, interval doubling, nothing lost.
 profile = driver.FlowProfile(100)

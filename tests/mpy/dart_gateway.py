@@ -1,6 +1,9 @@
 # The DART driver on a pty, for tests/test_gateway_dart_driver.py and test_gateway_pulses.py:
 # argv[1] is a JSON configuration; every recorder observation is printed as one JSON line.
-# A test double for the recorder, which is built and tested on its own.
+# A test double for the recorder, which is built and tested on its own. It keeps totalizers as
+# the recorder's State does: config "totalizers" {"address,nozzle": [mL, amount]} is what a
+# previous run left, and with "cut_after_sale" the process dies right after the first sale's
+# end totals are kept (a power cut before the pump is reset).
 import json
 import sys
 import termios
@@ -58,14 +61,20 @@ def plain(value):
     return value
 
 
+def _key(device):
+    return "%d,%d" % (device["dispenser_address"], device["nozzle"])
+
+
 def emit(op, **fields):
     fields["op"] = op
     print(json.dumps(plain(fields)))
 
 
 class PrintingRecorder:
-    def __init__(self):
+    def __init__(self, totalizers, cut_after_sale):
         self.seq = 0
+        self.totalizers = totalizers
+        self.cut_after_sale = cut_after_sale
 
     def sale(self, device, body):
         self.seq += 1
@@ -80,16 +89,23 @@ class PrintingRecorder:
         emit("device_facts", device_key=device_key, identity=identity, software_id=software_id,
              param_checksum=param_checksum, k_factors=k_factors)
 
-    def totalizer(self, device, totalizer_ml, amount_totalizer_minor=None):
+    def totalizer(self, device, totalizer_ml, amount_totalizer_minor=None, keep=False):
         emit("totalizer", device=device, totalizer_ml=totalizer_ml,
              amount_totalizer_minor=amount_totalizer_minor)
+        self.totalizers[_key(device)] = [totalizer_ml, amount_totalizer_minor]
+        if self.cut_after_sale and self.seq:
+            emit("cut")
+            sys.exit(0)
+
+    def last_totalizer(self, device):
+        return self.totalizers.get(_key(device))
 
     def link_state(self, link, up, error_count):
         emit("link_state", link=link, up=up, error_count=error_count)
 
 
 async def main(config):
-    recorder = PrintingRecorder()
+    recorder = PrintingRecorder(config.get("totalizers", {}), config.get("cut_after_sale"))
     clock = Clock()
     pulse_inputs = {}
     for address, path in config.get("pulsers", {}).items():

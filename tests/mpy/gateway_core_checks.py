@@ -9,7 +9,7 @@ from meterseal.firmware import config, supervisor
 def base():
     return {
         "gateway_id": "MS-GW-0001",
-        "host": {"address": "ingest.example.net", "port": 7455},
+        "host": {"address": "ingest.example.net", "port": 7455, "ca_file": "/etc/host-ca.pem"},
         "devices": [
             {"name": "pumps", "protocol": "dart", "port": "/dev/ttyUSB0", "mode": "master",
              "addresses": [0x50, 0x51]},
@@ -20,6 +20,7 @@ def base():
 
 c = config.parse(base())
 assert c.gateway_id == "MS-GW-0001" and c.host.tls is True and c.paths.storage_root is None
+assert c.host.server_name == "ingest.example.net"  # the address, unless given
 pumps, scale = c.devices
 assert (pumps.baudrate, pumps.bits, pumps.parity, pumps.stop) == (9600, 8, "O", 1)
 assert pumps.mode == "master" and pumps.addresses == (0x50, 0x51) and pumps.pulse_input is None
