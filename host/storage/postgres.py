@@ -1,0 +1,89 @@
+"""The PostgreSQL backend (psycopg 3), for production.
+
+Durability: the session sets ``synchronous_commit = on`` whatever the server's default, so a
+COMMIT returns only once the batch is flushed to the server's write-ahead log (and, where the
+server has synchronous standbys, to them). Reads run in autocommit, each statement on its own
+snapshot; ``snapshot()`` gives several reads one consistent, read-only view.
+"""
+
+import re
+from contextlib import contextmanager
+
+from .backend import Backend
+from .errors import StorageError
+
+try:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from psycopg.rows import dict_row
+except ImportError:  # the postgres extra is optional; open_store explains what to install
+    psycopg = None
+
+# An unreachable host fails within this many seconds instead of libpq's default of forever.
+_CONNECT_TIMEOUT_S = 10
+# Serialises migrations between processes opening the same database (an arbitrary constant).
+_SCHEMA_LOCK_ID = 0x6D657465
+
+
+def _one_line(text, url, password):
+    """A libpq message on one line, with the URL's password replaced."""
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    text = text.replace(url, re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url))
+    return text.replace(password, "***") if password else text
+
+
+class PostgresBackend(Backend):
+    ddl_types = {"blob": "BYTEA", "id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"}
+    begin_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+    def __init__(self, url):
+        if psycopg is None:
+            raise StorageError("PostgreSQL support needs psycopg 3: "
+                               "pip install 'meterseal[postgres]'")
+        password = None
+        try:
+            params = conninfo_to_dict(url)
+            password = params.get("password")
+        except psycopg.Error as exc:
+            raise StorageError(f"invalid PostgreSQL URL {_one_line(url, url, password)}: "
+                               f"{_one_line(str(exc), url, password)}") from None
+        host = params.get("host") or "the local socket"
+        port = params.get("port") or "5432"
+        self.label = f"PostgreSQL database {params.get('dbname', '(default)')} at {host}:{port}"
+        params.setdefault("connect_timeout", _CONNECT_TIMEOUT_S)
+        try:
+            self._connection = psycopg.connect(
+                make_conninfo(**params), autocommit=True, row_factory=dict_row
+            )
+        except psycopg.Error as exc:
+            raise StorageError(f"cannot connect to {self.label}: "
+                               f"{_one_line(str(exc), url, password)}") from None
+        self.execute("SET synchronous_commit = on")
+
+    def _fail(self, exc):
+        return StorageError(f"{self.label}: {(str(exc).splitlines() or [repr(exc)])[0]}")
+
+    def _run(self, sql, params, fetch):
+        try:
+            cursor = self._connection.execute(sql.replace("?", "%s"), params)
+            return cursor.fetchall() if fetch else None
+        except psycopg.Error as exc:
+            raise self._fail(exc) from exc
+
+    @contextmanager
+    def transaction(self):
+        try:
+            with self._connection.transaction():
+                yield
+        except psycopg.Error as exc:  # raised by COMMIT or ROLLBACK themselves
+            raise self._fail(exc) from exc
+
+    def lock_schema(self):
+        self.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_ID,))
+
+    def settings(self):
+        (row,) = self.query("SHOW synchronous_commit")
+        return {"synchronous_commit": row["synchronous_commit"]}
+
+    def close(self):
+        self._connection.close()

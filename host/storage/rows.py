@@ -1,0 +1,149 @@
+"""The plain values the store takes and returns. Field names are the column names
+(docs/storage.md describes each); times are integer milliseconds since 1970-01-01 UTC."""
+
+import json
+from dataclasses import dataclass, fields
+
+
+def columns(cls):
+    """The SELECT list for a row type whose fields are all columns."""
+    return ", ".join(field.name for field in fields(cls))
+
+
+@dataclass(frozen=True)
+class Site:
+    site_id: str
+    name: str
+    address: str | None
+
+
+@dataclass(frozen=True)
+class Gateway:
+    gateway_id: str
+    serial: str
+    site_id: str
+    status: str
+    registered_at_ms: int
+
+
+@dataclass(frozen=True)
+class GatewayKey:
+    kid: bytes
+    public_key: bytes
+    gateway_id: str
+    valid_from_ms: int
+    revoked_at_ms: int | None
+    replaced_by_kid: bytes | None
+
+
+@dataclass(frozen=True)
+class Device:
+    gateway_id: str
+    device_ref: str
+    device_type: str
+    model: str
+    serial: str
+    type_approval_cert: str
+    expected_software_id: str
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One received envelope, verbatim, with the fields decoded for queries. For a quarantined
+    record those fields hold what its payload claims, when it parses: nothing vouches for them."""
+
+    record_id: int
+    sender_gateway_id: str
+    gateway_id: str | None
+    boot_epoch: int | None
+    seq: int | None
+    kind: str | None
+    event_type: str | None
+    dispenser_address: int | None
+    nozzle: int | None
+    scale_id: str | None
+    tank_number: int | None
+    wall_time_ms: int | None
+    received_at_ms: int
+    kid: bytes | None
+    outcome: str
+    detail: str
+    quarantined: bool
+    envelope: bytes
+    envelope_sha256: bytes
+
+    @classmethod
+    def from_row(cls, row):
+        # SQLite hands BOOLEAN back as 0 or 1.
+        return cls(**dict(row, quarantined=bool(row["quarantined"])))
+
+
+@dataclass(frozen=True)
+class Fork:
+    """Two verified envelopes for one seq: the one the chain holds and the twin that came later."""
+
+    fork_id: int
+    gateway_id: str
+    seq: int
+    stored: StoredRecord
+    twin: StoredRecord
+    first_seen_ms: int
+
+
+@dataclass(frozen=True)
+class NewFinding:
+    """A chain finding to record with a batch: ``detail`` is a JSON-able dict that explains it
+    (expected, observed, which records)."""
+
+    kind: str
+    first_seq: int
+    last_seq: int
+    detail: dict
+
+
+@dataclass(frozen=True)
+class ChainFinding:
+    finding_id: int
+    gateway_id: str
+    kind: str
+    first_seq: int
+    last_seq: int
+    detail: dict
+    first_seen_ms: int
+    resolved_at_ms: int | None
+
+    @classmethod
+    def from_row(cls, row):
+        row = dict(row)
+        return cls(detail=json.loads(row.pop("detail_json")), **row)
+
+
+@dataclass(frozen=True)
+class IngestState:
+    """Where a gateway's chain stands: every seq 0..contiguous_seq is held (None until seq 0
+    is); highest_seq_sha256 is the prev the record after highest_seq must name."""
+
+    gateway_id: str
+    contiguous_seq: int | None
+    highest_seq: int
+    highest_seq_sha256: bytes
+    last_boot_epoch: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What became of one item of a batch: ``outcome`` is stored, replay, fork or quarantined;
+    ``record_id`` is the row that now holds the envelope (for a replay, the earlier one)."""
+
+    outcome: str
+    record_id: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a query. Pass ``next_after`` back for the next page; None: this was the last."""
+
+    items: tuple
+    next_after: int | None
