@@ -316,7 +316,10 @@ def test_sigkill_never_loses_a_flushed_record(device_image, tmp_path):
                 assert line, f"writer stopped: {writer.stderr.read()}"
                 lines.append(line)
         writer.send_signal(signal.SIGKILL)
-        rest, errors = writer.communicate()
+        # Through the same file objects: communicate() would read the pipes' descriptors and
+        # miss what readline() had already buffered, such as the line before an acknowledge.
+        rest, errors = writer.stdout.read(), writer.stderr.read()
+        writer.wait()
         assert writer.returncode == -signal.SIGKILL, errors
         for line in _complete_lines("".join(lines) + rest):
             kind, _, value = line.partition(" ")

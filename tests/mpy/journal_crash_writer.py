@@ -13,10 +13,18 @@ from meterseal.firmware.journal import Journal
 from meterseal.protocol.crc import crc32
 
 root, mode = sys.argv[1], sys.argv[2]
+
+
+def say(line):
+    # One write with its newline: this MicroPython build's print() sends the text at once but
+    # its end "\n" only with the next output, so a kill would leave a done step's line cut short.
+    sys.stdout.write(line + "\n")
+
+
 journal = Journal(root, segment_bytes=2048, max_segments=6, group_records=3, group_ms=20,
                   buffer_bytes=1024, reserve_bytes=128)
 report = journal.recovery
-print("R %d %s" % (report["bytes_truncated"], report["last_good_seq"]))
+say("R %d %s" % (report["bytes_truncated"], report["last_good_seq"]))
 
 
 def envelope(seq, prev_crc):
@@ -25,13 +33,13 @@ def envelope(seq, prev_crc):
 
 if mode == "check":
     records = journal.pending(100000)
-    print("P " + ",".join(str(seq) for seq, _ in records))
+    say("P " + ",".join(str(seq) for seq, _ in records))
     for (seq, env), (next_seq, next_env) in zip(records, records[1:]):
         assert next_env == envelope(next_seq, crc32(env)), (seq, next_seq)
     last = journal.last()
     if records:
         assert last == records[-1]
-    print("OK")
+    say("OK")
 else:
     last = journal.last()
     seq = last[0] + 1 if last else 1
@@ -42,9 +50,9 @@ else:
         prev_crc = crc32(env)
         if seq % 5 == 0:
             journal.flush()
-            print("F %d" % seq)
+            say("F %d" % seq)
         if seq % 20 == 0:
-            print("a %d" % (seq - 12))
+            say("a %d" % (seq - 12))
             journal.acknowledge(seq - 12)
-            print("A %d" % (seq - 12))
+            say("A %d" % (seq - 12))
         seq += 1
