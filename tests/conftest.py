@@ -4,6 +4,9 @@ from pathlib import Path
 import pytest
 
 from meterseal.hil import micropython
+from meterseal.host.storage import open_store
+
+from postgres_server import postgres_server  # noqa: F401 (the session fixture)
 
 # Plain assert scripts for both interpreters; test_micropython_lane.py runs them, pytest must not
 # import them itself.
@@ -28,3 +31,22 @@ def shared_testdata():
             pytest.fail(f"{SHARED_TESTDATA} is missing; CI must have ../shared beside the clone")
         pytest.skip(f"{SHARED_TESTDATA} is absent (it ships beside the repository, not in it)")
     return SHARED_TESTDATA
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh, empty database on each storage backend: a SQLite file, and a database of its own
+    on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite://{tmp_path / 'meterseal.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = server.create_database()
+    yield server.url(name)
+    server.drop_database(name)
+
+
+@pytest.fixture
+def store(store_url):
+    with open_store(store_url) as store:
+        yield store

@@ -1,5 +1,6 @@
 """The host's storage (meterseal.host.storage): one suite, run against both backends for real, a
-SQLite file and a PostgreSQL server of the test session's own (postgres_server.py).
+SQLite file and a PostgreSQL server of the test session's own (postgres_server.py), through the
+store_url and store fixtures of conftest.py.
 
 Records are real: signed with a gateway key (SoftwareSigner), wrapped by cose.sign1 and checked
 by the host's verifier, so every verdict stored is one the verifier gave.
@@ -20,7 +21,6 @@ from meterseal.protocol import cbor, cose, records
 
 from gateway_site import free_port
 from known_vectors import RFC_KEY
-from postgres_server import postgres_server  # noqa: F401 (the session fixture)
 from test_records import example
 
 GATEWAY = "GW-3301-0042"
@@ -83,23 +83,6 @@ def every_page(query, **filters):
         after = page.next_after
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite://{tmp_path / 'meterseal.db'}"
-        return
-    server = request.getfixturevalue("postgres_server")
-    name = server.create_database()
-    yield server.url(name)
-    server.drop_database(name)
-
-
-@pytest.fixture
-def store(store_url):
-    with open_store(store_url) as store:
-        yield store
-
-
 def schema_versions(url):
     backend = open_backend(url)
     try:
@@ -122,15 +105,20 @@ def test_a_new_database_gets_every_migration_once(store_url):
     assert schema_versions(store_url) == applied
 
 
-def test_an_older_database_is_upgraded_and_keeps_its_data(store_url):
+@pytest.mark.parametrize("older", ALL_VERSIONS[:-1])
+def test_an_older_database_is_upgraded_and_keeps_its_data(store_url, older):
     backend = open_backend(store_url)
-    assert migrations.upgrade(backend, migrations.MIGRATIONS[:1]) == 1
+    assert migrations.upgrade(backend, migrations.MIGRATIONS[:older]) == older
     backend.execute("INSERT INTO sites (site_id, name, address) VALUES ('S-1', 'Depot', NULL)")
     backend.close()
     with open_store(store_url) as store:
         assert store.schema_version == LATEST_VERSION
         assert [site.site_id for site in store.registry.sites()] == ["S-1"]
-        assert outcomes(ingest(store, CHAIN[:1])) == [STORED]
+        (stored,) = ingest(store, CHAIN[:1])
+        assert stored.outcome == STORED
+        alert = store.alerts.raise_alert(GATEWAY, None, "gap", "high", 1.0, "A gap.", "缺口。",
+                                         [stored.record_id], {})
+        assert alert.state == "new" and store.verify_audit_log().entries_checked == 1
     assert [version for version, _ in schema_versions(store_url)] == ALL_VERSIONS
 
 

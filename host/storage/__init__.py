@@ -1,5 +1,6 @@
 """The host's storage: records kept verbatim, the key registry, chain findings and ingest state,
-in SQLite (the default, a file) or PostgreSQL, behind one interface (docs/storage.md).
+alerts and the audit log, in SQLite (the default, a file) or PostgreSQL, behind one interface
+(docs/storage.md, docs/alerts.md).
 
     store = open_store("/var/lib/meterseal")          # SQLite: DIR/meterseal.db
     store = open_store("sqlite:///var/lib/meterseal/meterseal.db")
@@ -10,23 +11,28 @@ in SQLite (the default, a file) or PostgreSQL, behind one interface (docs/storag
 import re
 from pathlib import Path
 
-from .errors import StorageError
+from .alerts import ACTIONS, TRANSITIONS
+from .errors import AlertError, StorageError
 from .ingest import FORK, QUARANTINED, REPLAY, STORED
-from .migrations import LATEST_VERSION, OUTCOMES
+from .migrations import (ALERT_SEVERITIES, ALERT_STATES, CLOSE_REASONS, LATEST_VERSION, OUTCOMES,
+                         USER_ROLES)
 from .postgres import PostgresBackend
-from .rows import (ChainFinding, Device, Fork, Gateway, GatewayKey, IngestResult, IngestState,
-                   NewFinding, Page, Site, StoredRecord)
+from .rows import (DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Alert, AlertNote, AlertTransition,
+                   AuditCheck, AuditEntry, ChainFinding, Device, Fork, Gateway, GatewayKey,
+                   IngestResult, IngestState, NewFinding, Page, Site, StoredRecord)
 from .sqlite import SQLiteBackend
-from .store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Store
+from .store import Store
 
 # The file a data directory holds.
 DATABASE_FILE = "meterseal.db"
 
 __all__ = [
-    "DATABASE_FILE", "DEFAULT_PAGE_SIZE", "FORK", "LATEST_VERSION", "MAX_PAGE_SIZE", "OUTCOMES",
-    "QUARANTINED", "REPLAY", "STORED", "ChainFinding", "Device", "Fork", "Gateway", "GatewayKey",
-    "IngestResult", "IngestState", "NewFinding", "Page", "Site", "Store", "StorageError",
-    "StoredRecord", "open_backend", "open_store",
+    "ACTIONS", "ALERT_SEVERITIES", "ALERT_STATES", "CLOSE_REASONS", "DATABASE_FILE",
+    "DEFAULT_PAGE_SIZE", "FORK", "LATEST_VERSION", "MAX_PAGE_SIZE", "OUTCOMES", "QUARANTINED",
+    "REPLAY", "STORED", "TRANSITIONS", "USER_ROLES", "Alert", "AlertError", "AlertNote",
+    "AlertTransition", "AuditCheck", "AuditEntry", "ChainFinding", "Device", "Fork", "Gateway",
+    "GatewayKey", "IngestResult", "IngestState", "NewFinding", "Page", "Site", "Store",
+    "StorageError", "StoredRecord", "open_backend", "open_store",
 ]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")

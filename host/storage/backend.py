@@ -11,6 +11,8 @@ Backend and provides:
 - ``transaction()``: a write transaction, committed on success and rolled back on any
   exception;
 - ``lock_schema()``: inside a transaction, keep other processes from migrating at once;
+- ``lock_audit_log()``: inside a transaction, keep other writers from appending to the audit log
+  (or changing alerts) until it ends;
 - ``settings()``: the durability settings in force;
 - ``close()``.
 """

@@ -11,7 +11,6 @@ backend: ``{blob}`` (BLOB / BYTEA) and ``{id}``, an integer key that the databas
 Every other integer column is BIGINT, which SQLite stores as its 64-bit INTEGER.
 
 A migration is never edited once released: a change to the schema is a new migration at the end.
-(Alerts and the officers' audit log will arrive that way, as migration 3.)
 """
 
 import time
@@ -26,6 +25,11 @@ OUTCOMES = ("VERIFIED", "VERIFIED_WITH_WARNINGS", "BAD_SIGNATURE", "UNKNOWN_KEY"
 FINDING_KINDS = ("gap", "fork", "replay", "chain_break", "rewind", "clock_anomaly")
 GATEWAY_STATUSES = ("active", "suspended", "retired")
 DEVICE_TYPES = ("dispenser", "scale", "tank_gauge")
+# Alerts (docs/alerts.md). Severities are listed from the least to the most urgent.
+ALERT_SEVERITIES = ("low", "medium", "high", "critical")
+ALERT_STATES = ("new", "acknowledged", "escalated", "closed")
+CLOSE_REASONS = ("confirmed_cheat", "honest_drift", "data_fault", "false_positive", "duplicate")
+USER_ROLES = ("officer", "supervisor", "manufacturer", "admin")
 
 
 def _one_of(values):
@@ -137,7 +141,72 @@ _RECORDS = Migration(2, "records (verbatim envelopes), forks, chain findings, in
     )""",
 ))
 
-MIGRATIONS = (_REGISTRY, _RECORDS)
+_ALERTS = Migration(3, "alerts, their evidence, notes and transitions; the audit log", (
+    # One alert per (gateway, device, rule) while it is open: a repeat sighting updates it. A
+    # gateway-wide alert (a chain finding) has no device_ref.
+    f"""CREATE TABLE alerts (
+        alert_id {{id}},
+        gateway_id TEXT NOT NULL,
+        device_ref TEXT,
+        rule TEXT NOT NULL,
+        severity TEXT NOT NULL CHECK (severity IN {_one_of(ALERT_SEVERITIES)}),
+        score DOUBLE PRECISION NOT NULL,
+        explanation_en TEXT NOT NULL,
+        explanation_zh TEXT NOT NULL,
+        parameters_json TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN {_one_of(ALERT_STATES)}),
+        close_reason TEXT CHECK (close_reason IN {_one_of(CLOSE_REASONS)}),
+        assignee TEXT,
+        occurrences BIGINT NOT NULL CHECK (occurrences >= 1),
+        first_seen_ms BIGINT NOT NULL,
+        last_seen_ms BIGINT NOT NULL,
+        updated_at_ms BIGINT NOT NULL,
+        CHECK ((state = 'closed') = (close_reason IS NOT NULL))
+    )""",
+    "CREATE UNIQUE INDEX alerts_open_per_device_and_rule"
+    " ON alerts (gateway_id, COALESCE(device_ref, ''), rule) WHERE state <> 'closed'",
+    "CREATE INDEX alerts_by_state ON alerts (state, last_seen_ms)",
+    """CREATE TABLE alert_evidence (
+        alert_id BIGINT NOT NULL REFERENCES alerts (alert_id),
+        record_id BIGINT NOT NULL REFERENCES records (record_id),
+        PRIMARY KEY (alert_id, record_id)
+    )""",
+    f"""CREATE TABLE alert_notes (
+        note_id {{id}},
+        alert_id BIGINT NOT NULL REFERENCES alerts (alert_id),
+        author TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN {_one_of(USER_ROLES)}),
+        text TEXT NOT NULL,
+        at_ms BIGINT NOT NULL
+    )""",
+    "CREATE INDEX alert_notes_by_alert ON alert_notes (alert_id, note_id)",
+    f"""CREATE TABLE alert_transitions (
+        transition_id {{id}},
+        alert_id BIGINT NOT NULL REFERENCES alerts (alert_id),
+        action TEXT NOT NULL,
+        from_state TEXT NOT NULL CHECK (from_state IN {_one_of(ALERT_STATES)}),
+        to_state TEXT NOT NULL CHECK (to_state IN {_one_of(ALERT_STATES)}),
+        close_reason TEXT CHECK (close_reason IN {_one_of(CLOSE_REASONS)}),
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN {_one_of(USER_ROLES)}),
+        at_ms BIGINT NOT NULL
+    )""",
+    "CREATE INDEX alert_transitions_by_alert ON alert_transitions (alert_id, transition_id)",
+    # Append-only and hash-chained (audit.py): seq is assigned by the writer, under a lock, with
+    # no gaps, because it is part of what each entry_hash covers.
+    """CREATE TABLE audit_log (
+        seq BIGINT PRIMARY KEY CHECK (seq >= 1),
+        at_ms BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        details_json TEXT NOT NULL,
+        prev_hash {blob} NOT NULL CHECK (length(prev_hash) = 32),
+        entry_hash {blob} NOT NULL UNIQUE CHECK (length(entry_hash) = 32)
+    )""",
+))
+
+MIGRATIONS = (_REGISTRY, _RECORDS, _ALERTS)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _CREATE_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -23,6 +23,8 @@ except ImportError:  # the postgres extra is optional; open_store explains what 
 _CONNECT_TIMEOUT_S = 10
 # Serialises migrations between processes opening the same database (an arbitrary constant).
 _SCHEMA_LOCK_ID = 0x6D657465
+# Serialises audit log appends, and with them every change to alerts (another constant).
+_AUDIT_LOCK_ID = 0x61756474
 
 
 def _one_line(text, url, password):
@@ -80,6 +82,11 @@ class PostgresBackend(Backend):
 
     def lock_schema(self):
         self.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK_ID,))
+
+    def lock_audit_log(self):
+        # Held to the end of the transaction. Under READ COMMITTED every later statement sees what
+        # the previous holder committed, so the head of the chain read next is the real head.
+        self.execute("SELECT pg_advisory_xact_lock(?)", (_AUDIT_LOCK_ID,))
 
     def settings(self):
         (row,) = self.query("SHOW synchronous_commit")

@@ -4,6 +4,17 @@
 import json
 from dataclasses import dataclass, fields
 
+from .errors import StorageError
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def check_limit(limit):
+    """Refuse a page size outside 1..MAX_PAGE_SIZE."""
+    if not (isinstance(limit, int) and 1 <= limit <= MAX_PAGE_SIZE):
+        raise StorageError(f"limit must be a whole number in 1..{MAX_PAGE_SIZE}, got {limit!r}")
+
 
 def columns(cls):
     """The SELECT list for a row type whose fields are all columns."""
@@ -147,3 +158,98 @@ class Page:
 
     items: tuple
     next_after: int | None
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A scored finding an officer works on (docs/alerts.md). ``parameters`` are those that made
+    the call; ``evidence_record_ids`` the records that show it, ascending; ``occurrences`` how
+    many sightings this open alert has absorbed."""
+
+    alert_id: int
+    gateway_id: str
+    device_ref: str | None
+    rule: str
+    severity: str
+    score: float
+    explanation_en: str
+    explanation_zh: str
+    parameters: dict
+    evidence_record_ids: tuple
+    state: str
+    close_reason: str | None
+    assignee: str | None
+    occurrences: int
+    first_seen_ms: int
+    last_seen_ms: int
+    updated_at_ms: int
+
+    @classmethod
+    def from_row(cls, row, evidence_record_ids):
+        row = dict(row)
+        return cls(parameters=json.loads(row.pop("parameters_json")),
+                   evidence_record_ids=tuple(evidence_record_ids), **row)
+
+
+@dataclass(frozen=True)
+class AlertNote:
+    note_id: int
+    alert_id: int
+    author: str
+    role: str
+    text: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class AlertTransition:
+    transition_id: int
+    alert_id: int
+    action: str
+    from_state: str
+    to_state: str
+    close_reason: str | None
+    actor: str
+    role: str
+    at_ms: int
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One entry of the audit log; ``details`` is parsed from ``details_json``, which is what the
+    hash covers."""
+
+    seq: int
+    at_ms: int
+    actor: str
+    action: str
+    subject: str
+    details_json: str
+    prev_hash: bytes
+    entry_hash: bytes
+
+    @property
+    def details(self):
+        return json.loads(self.details_json)
+
+    @classmethod
+    def from_row(cls, row):
+        return cls(**dict(row, prev_hash=bytes(row["prev_hash"]),
+                          entry_hash=bytes(row["entry_hash"])))
+
+
+@dataclass(frozen=True)
+class AuditCheck:
+    """What verify_audit_log found: ``entries_checked`` intact entries from seq 1, ending in
+    ``head_hash`` (32 zero bytes for an empty log); then, if the chain breaks, the seq of the
+    first broken (or missing) entry and why. Removing entries from the very end leaves an intact
+    chain: compare ``entries_checked`` and ``head_hash`` with a copy kept elsewhere."""
+
+    entries_checked: int
+    head_hash: bytes
+    broken_seq: int | None
+    problem: str | None
+
+    @property
+    def intact(self):
+        return self.broken_seq is None

@@ -84,6 +84,9 @@ class SQLiteBackend(Backend):
     def lock_schema(self):
         """Nothing to do: BEGIN IMMEDIATE already holds the only write lock."""
 
+    def lock_audit_log(self):
+        """Nothing to do: BEGIN IMMEDIATE already holds the only write lock."""
+
     def settings(self):
         (journal,) = self.query("PRAGMA journal_mode")
         (synchronous,) = self.query("PRAGMA synchronous")

@@ -9,14 +9,13 @@ import json
 import time
 from contextlib import contextmanager
 
-from . import ingest, migrations
+from . import audit, ingest, migrations
+from .alerts import Alerts
 from .errors import StorageError
 from .registry import Registry
-from .rows import (ChainFinding, Fork, IngestResult, IngestState, NewFinding, Page, StoredRecord,
-                   columns)
+from .rows import (DEFAULT_PAGE_SIZE, ChainFinding, Fork, IngestResult, IngestState, NewFinding,
+                   Page, StoredRecord, check_limit, columns)
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 # Envelopes looked up per query: far below either database's limit on parameters.
 _LOOKUP_CHUNK = 500
 
@@ -46,11 +45,6 @@ def _finding_values(index, finding):
     return finding.kind, finding.first_seq, finding.last_seq, detail
 
 
-def _check_limit(limit):
-    if not (isinstance(limit, int) and 1 <= limit <= MAX_PAGE_SIZE):
-        raise StorageError(f"limit must be a whole number in 1..{MAX_PAGE_SIZE}, got {limit!r}")
-
-
 def _where(filters):
     """The SQL conditions, and their parameters, of the (condition, value) pairs whose value is
     set. A condition takes its value as its one ``?``; one without ``?`` is a switch."""
@@ -65,6 +59,7 @@ class Store:
         self.label = backend.label
         self.schema_version = migrations.upgrade(backend)
         self.registry = Registry(backend)
+        self.alerts = Alerts(backend)
 
     def close(self):
         self._backend.close()
@@ -251,7 +246,7 @@ class Store:
                 limit=DEFAULT_PAGE_SIZE):
         """A gateway's accepted records in seq order, one page at a time. seq_from..seq_to is
         inclusive; the wall-time window is [wall_time_from_ms, wall_time_before_ms)."""
-        _check_limit(limit)
+        check_limit(limit)
         where, params = _where([
             ("gateway_id = ?", gateway_id),
             ("seq >= ?", seq_from),
@@ -277,7 +272,7 @@ class Store:
                    limit=DEFAULT_PAGE_SIZE):
         """Quarantined envelopes (fork twins included) in the order they arrived, optionally
         only those one gateway sent or with one verifier outcome."""
-        _check_limit(limit)
+        check_limit(limit)
         where, params = _where([
             ("quarantined", True),
             ("sender_gateway_id = ?", sender_gateway_id),
@@ -341,3 +336,15 @@ class Store:
         counts = dict.fromkeys(migrations.OUTCOMES, 0)
         counts.update((row["outcome"], row["count"]) for row in rows)
         return counts
+
+    # --- audit log ------------------------------------------------------------------------------
+
+    def audit_log(self, *, after_seq=None, limit=DEFAULT_PAGE_SIZE):
+        """Audit log entries in seq order, one page at a time (pass next_after as after_seq)."""
+        check_limit(limit)
+        return audit.entries(self._backend, after_seq, limit)
+
+    def verify_audit_log(self):
+        """Recompute the audit log's hash chain from its first entry: an AuditCheck that names
+        the first broken or missing entry, if any."""
+        return audit.verify(self._backend)
