@@ -1,8 +1,11 @@
 """Record verification on the host: COSE_Sign1/ES256 checked with `cryptography` over the exact
 received bytes, then the payload parsed against the record schema.
 
-Per-record outcomes follow DESIGN.md section 7. Chain findings (gaps, forks, rewinds) are a
-separate, per-gateway concern built on top of these verdicts.
+Per-record outcomes follow DESIGN.md section 7. verify_record checks a record against a set of
+public keys (what an offline verifier of an evidence bundle has); Keyring.verify adds what the
+registry knows: revocation (REVOKED_KEY) and the record's own time quality
+(VERIFIED_WITH_WARNINGS). Chain findings (gaps, forks, rewinds) are a separate, per-gateway
+concern built on top of these verdicts (chain.py).
 """
 
 from cryptography.exceptions import InvalidSignature
@@ -14,10 +17,20 @@ from meterseal.protocol import cose, records
 from meterseal.protocol.errors import COSEError, RecordError
 
 VERIFIED = "VERIFIED"
+VERIFIED_WITH_WARNINGS = "VERIFIED_WITH_WARNINGS"
 BAD_SIGNATURE = "BAD_SIGNATURE"
 UNKNOWN_KEY = "UNKNOWN_KEY"
+REVOKED_KEY = "REVOKED_KEY"
 UNSUPPORTED_ALG = "UNSUPPORTED_ALG"
 MALFORMED = "MALFORMED"
+# The outcomes whose record joins its gateway's chain; every other one is quarantined.
+ACCEPTED = (VERIFIED, VERIFIED_WITH_WARNINGS)
+
+# time_status values (record-format.md section 7.3) whose wall time is not trustworthy.
+_TIME_WARNINGS = {
+    "U": "time_status U: the gateway clock had not been set since boot",
+    "I": "time_status I: the gateway clock was set but is not synchronised",
+}
 
 # Order of the P-256 group (FIPS 186-4 D.1.2.3). r and s must lie in [1, n-1].
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
@@ -81,3 +94,47 @@ def verify_record(data, public_keys):
     except RecordError as exc:
         return Verdict(MALFORMED, envelope.kid, detail=f"signed payload violates the record schema: {exc}")
     return Verdict(VERIFIED, envelope.kid, record)
+
+
+class Keyring:
+    """One gateway's registered keys, with their revocation times, as the ingest checks them.
+
+    Revocation rule: a key revoked from R is trusted only for a record that reached the host
+    before R and claims a wall time before R. A record that arrives at or after R is
+    REVOKED_KEY whatever wall time it claims, because whoever holds a compromised key can
+    backdate; records that arrived earlier keep the verdict they got then.
+    """
+
+    def __init__(self):
+        self._public_keys = {}  # kid -> loaded public key
+        self._revoked_at_ms = {}  # kid -> ms, for revoked keys only
+
+    def add(self, kid, public_key, revoked_at_ms=None):
+        """Add a key: ``public_key`` is the 65-byte SEC1 encoding the registry holds."""
+        self._public_keys[bytes(kid)] = load_public_key(public_key)
+        if revoked_at_ms is not None:
+            self._revoked_at_ms[bytes(kid)] = revoked_at_ms
+
+    def __contains__(self, kid):
+        return bytes(kid) in self._public_keys
+
+    def revoked_at_ms(self, kid):
+        return self._revoked_at_ms.get(bytes(kid))
+
+    def verify(self, data, received_at_ms):
+        """One of the seven outcomes of DESIGN.md section 7 for envelope ``data``."""
+        verdict = verify_record(data, self._public_keys)
+        if verdict.outcome != VERIFIED:
+            return verdict
+        record = verdict.record
+        revoked_at_ms = self._revoked_at_ms.get(verdict.kid)
+        if revoked_at_ms is not None and (received_at_ms >= revoked_at_ms
+                                          or record["wall_time_ms"] >= revoked_at_ms):
+            return Verdict(REVOKED_KEY, verdict.kid, record,
+                           f"key {verdict.kid.hex()} is revoked from {revoked_at_ms} ms; the record"
+                           f" arrived at {received_at_ms} ms claiming wall time "
+                           f"{record['wall_time_ms']} ms")
+        warning = _TIME_WARNINGS.get(record["time_status"])
+        if warning is not None:
+            return Verdict(VERIFIED_WITH_WARNINGS, verdict.kid, record, warning)
+        return verdict

@@ -210,3 +210,30 @@ def test_envelope_made_on_micropython_verifies_with_cryptography_and_pycose(devi
     assert message.verify_signature()
     parsed = cose.parse_sign1(envelope)
     assert verify.verify_es256(verify.load_public_key(public), parsed.to_be_signed(), parsed.signature)
+
+
+def test_keyring_adds_revocation_and_time_quality_to_the_outcome():
+    from meterseal.protocol import records
+
+    signer = SoftwareSigner(RFC_KEY)
+    kid = cose.kid_for(signer.public_key())
+
+    def record(wall_time_ms, time_status):
+        values = {"version": 1, "gateway_id": "GW-1", "boot_epoch": 1, "seq": 0,
+                  "prev": bytes(32), "opsec": 0, "wall_time_ms": wall_time_ms,
+                  "time_status": time_status, "clock_set_count": 0, "event_count": 0,
+                  "software_name": "gw", "software_version": "1", "software_digest": bytes(32),
+                  "kind": "event", "body": {"event_type": "tamper", "sensor": "lid"}}
+        return cose.sign1(records.encode(values), signer, kid)
+
+    keyring = verify.Keyring()
+    keyring.add(kid, signer.public_key())
+    assert keyring.verify(record(1000, "S"), 2000).outcome == verify.VERIFIED
+    assert keyring.verify(record(1000, "U"), 2000).outcome == verify.VERIFIED_WITH_WARNINGS
+    assert keyring.verify(record(1000, "I"), 2000).outcome == verify.VERIFIED_WITH_WARNINGS
+    revoked = verify.Keyring()
+    revoked.add(kid, signer.public_key(), revoked_at_ms=5000)
+    assert revoked.verify(record(1000, "S"), 4000).outcome == verify.VERIFIED
+    assert revoked.verify(record(1000, "S"), 5000).outcome == verify.REVOKED_KEY  # arrived late
+    assert revoked.verify(record(6000, "S"), 4000).outcome == verify.REVOKED_KEY  # dated after
+    assert verify.Keyring().verify(record(1000, "S"), 0).outcome == verify.UNKNOWN_KEY
