@@ -21,7 +21,8 @@ is seen it is stored quietly (each sale carries them anyway); any later change i
 import gc
 from hashlib import sha256
 
-from meterseal.firmware.signer import commit_next_key, stage_next_key, staged_public_key
+from meterseal.firmware.signer import (commit_next_key, read_announcement, stage_next_key,
+                                       staged_public_key, write_announcement)
 from meterseal.firmware.journal import JournalFull
 from meterseal.protocol import cose, records
 
@@ -247,6 +248,11 @@ class Recorder:
             return {"seq": seq, "new_public_key": self._signer.public_key()}
         return {"error": "unknown command %r" % (name,)}
 
+    def key_announcement(self):
+        """The signed key_rotated record announcing the current key, for the uplink's HELLO, or
+        None while the first key is in use."""
+        return None if self._key_path is None else read_announcement(self._key_path)
+
     def _rotate_key(self):
         """Announce the staged key in a record signed with the current one, make that record
         durable, then switch to the staged key. Returns the announcement's seq, or None (and
@@ -255,6 +261,7 @@ class Recorder:
         if seq is None:
             return None
         self._journal.flush()
+        write_announcement(self._key_path, self._journal.last()[1])
         commit_next_key(self._key_path, self._signer)
         self._kid = cose.kid_for(self._signer.public_key())
         return seq

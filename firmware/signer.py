@@ -12,8 +12,10 @@ silently new key would break the gateway's signed history and hide whatever dest
 
 Rotation (a host command) replaces the key in three steps, each safe to cut power after:
 stage_next_key() stores the new key beside the current one (``<path>.next``); the recorder signs
-a ``key_rotated`` event announcing it with the *current* key and makes it durable; then
-commit_next_key() renames the new file over the old and switches the signer. A staged key found
+a ``key_rotated`` event announcing it with the *current* key, makes it durable and keeps a copy
+(``<path>.announced``, sent in every HELLO so the host can learn the key even if the record
+has not reached it); then commit_next_key() renames the new file over the old and switches the
+signer. A staged key found
 at boot means the last step may not have happened: the recorder announces it again (the same key
 twice is harmless) and commits. The old private key is gone once the rename is done.
 """
@@ -119,20 +121,24 @@ _chmod = getattr(os, "chmod", None)
 _fsync = getattr(os, "fsync", None)
 
 
-def write_key_file(path, secret):
-    """Write atomically: a power cut leaves either no key file or a whole one, never a torn one."""
+def _write_atomically(path, data):
+    # A power cut leaves either the old file or the whole new one, never a torn one.
     temp = path + ".tmp"
     try:
         with open(temp, "wb") as f:
             if _chmod:
-                _chmod(temp, 0o600)  # before the secret is in it
-            f.write(encode_key_file(secret))
+                _chmod(temp, 0o600)  # before the contents are in it
+            f.write(data)
             f.flush()
             if _fsync:
                 _fsync(f.fileno())
         os.rename(temp, path)
     except OSError as e:
         raise KeyStoreError(path, "cannot write (%s)" % e)
+
+
+def write_key_file(path, secret):
+    _write_atomically(path, encode_key_file(secret))
 
 
 def load_or_create(path, table=None, random_bytes=os.urandom):
@@ -178,6 +184,25 @@ def stage_next_key(path, random_bytes=os.urandom):
         write_key_file(path + NEXT_SUFFIX, generate_secret(random_bytes))
         staged = staged_public_key(path)
     return staged
+
+
+ANNOUNCEMENT_SUFFIX = ".announced"
+
+
+def write_announcement(path, envelope):
+    """Keep the key_rotated record that announces the key about to be stored at ``path``."""
+    _write_atomically(path + ANNOUNCEMENT_SUFFIX, envelope)
+
+
+def read_announcement(path):
+    """The key_rotated record announcing the key at ``path``, or None if it was never rotated."""
+    try:
+        with open(path + ANNOUNCEMENT_SUFFIX, "rb") as f:
+            return f.read()
+    except OSError as e:
+        if e.args[0] != errno.ENOENT:
+            raise KeyStoreError(path + ANNOUNCEMENT_SUFFIX, "cannot read (%s)" % e)
+        return None
 
 
 def commit_next_key(path, signer):

@@ -214,6 +214,9 @@ class UplinkClient:
             "highest_seq": highest_seq,
             "kid": cose.kid_for(self._signer.public_key()),
         }
+        announcement = self._recorder.key_announcement()
+        if announcement is not None:
+            hello["key_announcement"] = announcement
         await self._send(writer, wire.HELLO, hello)
         challenge = await self._expect(reader, wire.CHALLENGE)
         signature = self._signer.sign(wire.auth_message(challenge["nonce"], hello))

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 
 from meterseal.host import verify
-from meterseal.host.ingest_check import GatewayChecker
+from meterseal.host.ingest_check import GatewayChecker, Rotation
 from meterseal.host.storage import StorageError, open_store
 from meterseal.protocol import cose
 from meterseal.protocol import uplink as wire
@@ -194,6 +194,26 @@ class IngestServer:
                            f"key {kid.hex()[:16]}... was replaced by "
                            f"{key.replaced_by_kid.hex()[:16]}...")
         return key.public_key
+
+    def _learn_announced_key(self, gateway_id, kid, announcement):
+        """A HELLO naming a key the registry lacks may carry the key_rotated record announcing
+        it: the session that was to upload that record may have ended first. The key is
+        registered only from an announcement that verifies under a key the gateway holds now,
+        names this gateway and announces exactly this kid; otherwise _admit refuses the kid."""
+        if self.store.registry.key(kid) is not None:
+            return
+        verdict = self._checker(gateway_id).keyring.verify(announcement, _now_ms())
+        record = verdict.record
+        if (verdict.outcome not in verify.ACCEPTED or record["gateway_id"] != gateway_id
+                or record["kind"] != "event" or record["body"]["event_type"] != "key_rotated"
+                or cose.kid_for(bytes(record["body"]["new_public_key"])) != kid):
+            log.warning("gateway %s: HELLO's key announcement for %s... refused (%s)", gateway_id,
+                        kid.hex()[:16], verdict.outcome)
+            return
+        self._register_rotation(gateway_id, Rotation(bytes(record["body"]["new_public_key"]),
+                                                     verdict.kid, record["wall_time_ms"],
+                                                     record["seq"]))
+        self._checkers.pop(gateway_id, None)  # reloaded with the new key
 
     def _checker(self, gateway_id):
         checker = self._checkers.get(gateway_id)
@@ -397,6 +417,9 @@ class _Connection:
         hello = await self.expect(wire.HELLO, self.config.handshake_timeout_s)
         gateway_id = hello["gateway_id"]
         self.label = f"gateway {gateway_id} ({self.peer})"
+        if "key_announcement" in hello:
+            await self.server._db(self.server._learn_announced_key, gateway_id, hello["kid"],
+                                  bytes(hello["key_announcement"]))
         public_key = await self.server._db(self.server._admit, gateway_id, hello["kid"])
         nonce = os.urandom(_NONCE_BYTES)
         await self.send(wire.CHALLENGE, {"nonce": nonce, "host_time_ms": _now_ms()})

@@ -120,6 +120,9 @@ _SCHEMAS = {
         (5, "boot", _UINT, True, 0, _MAX_U64),
         (6, "highest_seq", _UINT, False, 0, _MAX_U64),  # absent: the journal holds nothing
         (7, "kid", _BYTES, True, 32, 32),
+        # The key_rotated record announcing `kid`, signed with the previous key: the host may not
+        # hold it yet if the session that was to upload it ended first.
+        (8, "key_announcement", _BYTES, False, 1, MAX_ENVELOPE_BYTES),
     ),
     CHALLENGE: (
         (1, "nonce", _BYTES, True, MIN_NONCE_BYTES, MAX_NONCE_BYTES),

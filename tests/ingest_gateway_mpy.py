@@ -43,6 +43,9 @@ class Recorder:
     def host_time(self, host_ms):
         pass
 
+    def key_announcement(self):
+        return None  # the first key: nothing to announce
+
     def command(self, name, args):
         return {"error": "no commands here"}
 

@@ -107,10 +107,12 @@ class RawGateway:
                 "highest_seq": highest_seq,
                 "kid": cose.kid_for((kid_of or self.key).public_key())}
 
-    async def handshake(self, port, highest_seq=None):
+    async def handshake(self, port, highest_seq=None, key_announcement=None):
         """Connect and authenticate; returns the host's answer to AUTH (ACK or NACK)."""
         await self.connect(port)
         hello = self.hello(highest_seq)
+        if key_announcement is not None:
+            hello["key_announcement"] = key_announcement
         await self.send(wire.HELLO, hello)
         answer = await self.receive()
         if answer is None or answer[0] != wire.CHALLENGE:

@@ -325,6 +325,36 @@ def test_a_verified_key_rotation_registers_the_new_key_for_records_and_auth(regi
         assert old.replaced_by_kid == cose.kid_for(successor.public_key())
 
 
+def test_a_hello_carrying_the_announcement_registers_a_key_whose_record_never_arrived(
+        registered, key):
+    """The gateway switched keys but its session ended before the key_rotated record went up:
+    the next HELLO names the new kid and carries that record, signed with the old key."""
+    maker = RecordMaker(GW, key)
+    _corpus_run(registered, key, [[maker.make()]])
+    successor, impostor = new_signer(), new_signer()
+    announcement = maker.make(body={"event_type": "key_rotated",
+                                    "new_public_key": successor.public_key()}, event_count=1)
+    forged = RecordMaker(GW, impostor).make(body={"event_type": "key_rotated",
+                                                  "new_public_key": impostor.public_key()})
+
+    async def hello_with(gateway_key, carried):
+        server = await running_server(registered)
+        gateway = RawGateway(GW, gateway_key)
+        try:
+            return await gateway.handshake(server.port, key_announcement=carried)
+        finally:
+            await gateway.close()
+            await stop_server(server)
+
+    refused = run(hello_with(impostor, forged))  # announced under a key the host never had
+    assert refused[0] == wire.NACK and "not registered" in refused[1]["reason"]
+    assert run(hello_with(successor, announcement))[0] == wire.ACK
+    with open_store(registered) as store:
+        old = store.registry.key(cose.kid_for(key.public_key()))
+        assert old.replaced_by_kid == cose.kid_for(successor.public_key())
+        assert store.registry.key(cose.kid_for(impostor.public_key())) is None
+
+
 MALFORMED_INPUTS = {
     "garbage": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     "bad CRC": bytes(wire.encode(wire.PING, {}))[:-1] + b"\x00",

@@ -38,6 +38,7 @@ try:
     clock = Clock()
     key, recorder, journal = boot(clock)
     first_public = key.public_key()
+    assert recorder.key_announcement() is None  # the first key: nothing to announce
     recorder.sale(NOZZLE, sale_body(20000))
 
     result = recorder.command("rotate_key", {})
@@ -69,6 +70,8 @@ try:
     announced = [r["body"]["new_public_key"] for _, _, r in held if r["kind"] == "event"
                  and r["body"]["event_type"] == "key_rotated"]
     assert announced == [second_public, third_public]
+    # What the next HELLO carries: the signed record announcing the key now in use.
+    assert recorder.key_announcement() == held[5][1]
     assert keys.load_or_create(KEY).public_key() == third_public
     assert recorder.command("rotate_key", {})["seq"] == held[-1][0] + 1
 

@@ -49,6 +49,9 @@ class FakeRecorder:
     def host_time(self, host_ms):
         emit(host_time=host_ms)
 
+    def key_announcement(self):
+        return None  # the first key: nothing to announce
+
     def command(self, name, args):
         emit(command=name, args=args)
         if name == "read_totalizers":
