@@ -97,6 +97,9 @@ class Site:
         self._busy = 0
         self._busy_lock = threading.Lock()
         self.failures = []
+        # Called with a pump's address before each of its customers: an observer that must keep
+        # up (a gateway under test on a loaded machine) can hold the next customer back.
+        self.pace = None
 
     # --- life ------------------------------------------------------------------------------
 
@@ -212,6 +215,8 @@ class Site:
             target_ml = _PREPAID_TANK_ML
         else:
             target_ml = params["target_ml"]
+        if self.pace is not None:
+            self.pace(address)
         # Patience covers the controller's real-time polling at high clock speeds.
         draw = pump.customer_draw(nozzle, target_ml, patience_s=max(120.0, self.clock.speed))
         if not draw.wait(_VISIT_TIMEOUT_S):
