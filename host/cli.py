@@ -8,12 +8,13 @@ from meterseal.hil import commands as hil_commands
 from meterseal.hil.micropython import MicroPythonError
 from meterseal.hil.scenario import ScenarioError
 from meterseal.hil.site import SiteError
-from meterseal.host import bench, demo, gateway_cli
+from meterseal.host import bench, demo, gateway_cli, records_cli, registry_cli
 from meterseal.protocol.errors import ProtocolError
 
 _USER_ERRORS = (
     demo.DemoError,
     gateway_cli.GatewayError,
+    registry_cli.RegistryError,
     MicroPythonError,
     ProtocolError,
     ScenarioError,
@@ -34,6 +35,8 @@ def build_parser():
     bench.add_parser(sub)
     hil_commands.add_parsers(sub)
     gateway_cli.add_parser(sub)
+    registry_cli.add_parser(sub)
+    records_cli.add_parsers(sub)
     return parser
 
 

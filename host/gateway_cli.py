@@ -1,4 +1,5 @@
-"""`meterseal gateway build | info | flash | run`: the gateway image, from compile to running.
+"""`meterseal gateway build | info | flash | run | provision-request`: the gateway image, from
+compile to running, and the request an installer registers it with.
 
 - build: compile the device files of one port with mpy-cross into DIR/meterseal/..., report
   size against the 200 KB budget and the software id (optionally also a ROMFS image).
@@ -6,11 +7,14 @@
   softid on the MicroPython unix port, so the answer is what a record would carry).
 - flash: copy an image, a launcher main.py and the configuration to a board with mpremote.
 - run: check the configuration, build a fresh unix image and run the gateway on MicroPython.
+- provision-request: create (or load) the gateway's key in its storage directory and print the
+  JSON that `meterseal registry import-request` registers (docs/provisioning.md).
 
 Contract with the firmware: `meterseal.firmware.main.main(config_path)` runs the gateway until
 the process ends. On a board the launcher /main.py calls it with "/config.json".
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,9 +22,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from meterseal.firmware import config, softid
+from meterseal.firmware import config, signer, softid
+from meterseal.firmware.main import KEY_FILE
 from meterseal.firmware.manifest import PORT_FILES
 from meterseal.hil import micropython
+from meterseal.protocol import cose
 
 IMAGE_BUDGET_BYTES = 200 * 1024  # DESIGN.md section 10
 BOARDS = sorted(set(PORT_FILES) - {"unix"})
@@ -52,6 +58,10 @@ CONFIG_VARIABLE = "METERSEAL_GATEWAY_CONFIG"
 _ENTRY = "import os, meterseal.firmware.main as m; m.main(os.getenv(%r))" % CONFIG_VARIABLE
 _REPORT = ("from meterseal.firmware import softid; from binascii import hexlify; "
            "i = softid.running(); print(i['name'], i['version'], hexlify(i['digest']).decode())")
+
+
+# What a provisioning request says it is; registry_cli refuses anything else.
+PROVISIONING_REQUEST_FORMAT = "meterseal-provisioning-request/1"
 
 
 class GatewayError(RuntimeError):
@@ -219,6 +229,31 @@ def cmd_run(args):
     return result.returncode
 
 
+def provisioning_request(storage, gateway_id, serial, image):
+    """The request for the gateway whose key lives in ``storage`` (created there at first use,
+    as the firmware does at first boot), running the image in ``image``."""
+    if not Path(storage).is_dir():
+        raise GatewayError(f"storage directory {storage} does not exist")
+    digest = softid.image_facts(str(image))["digest"]  # first: a bad image creates no key
+    public_key = signer.load_or_create(str(Path(storage) / KEY_FILE)).public_key()
+    return {
+        "format": PROVISIONING_REQUEST_FORMAT,
+        "gateway_id": gateway_id,
+        "serial": serial,
+        "public_key": public_key.hex(),
+        "kid": cose.kid_for(public_key).hex(),
+        "software": {"name": softid.NAME, "version": softid.VERSION, "digest": digest.hex(),
+                     "id": software_id(softid.NAME, softid.VERSION, digest)},
+    }
+
+
+def cmd_provision_request(args):
+    request = provisioning_request(args.storage, args.gateway_id, args.serial or args.gateway_id,
+                                   args.image)
+    print(json.dumps(request, indent=2))
+    return 0
+
+
 def add_parser(sub):
     parser = sub.add_parser("gateway", help="build, inspect, flash and run the gateway firmware")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -250,3 +285,14 @@ def add_parser(sub):
     p.add_argument("--image", help="a built unix image to run (default: build a fresh one)")
     p.add_argument("--heapsize", help="MicroPython heap limit, e.g. 192K as on a board")
     p.set_defaults(run=cmd_run)
+
+    p = actions.add_parser("provision-request",
+                           help="print the JSON an installer registers the gateway with")
+    p.add_argument("--storage", required=True,
+                   help=f"the gateway's storage directory, holding its key ({KEY_FILE})")
+    p.add_argument("--gateway-id", required=True)
+    p.add_argument("--serial", help="the gateway's serial number (default: its id)")
+    p.add_argument("--image", default="build/gateway-unix",
+                   help="the built image it runs, for its software id "
+                        "(default build/gateway-unix)")
+    p.set_defaults(run=cmd_provision_request)

@@ -33,8 +33,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
+from functools import partial
 
-from meterseal.host import verify
+from meterseal.host import ingest_alerts, verify
 from meterseal.host.ingest_check import GatewayChecker, Rotation
 from meterseal.host.storage import StorageError, open_store
 from meterseal.protocol import cose
@@ -244,12 +245,18 @@ class IngestServer:
                                     lambda seq: self._stored_digest(gateway_id, seq))
             for rotation in checked.rotations:
                 self._register_rotation(gateway_id, rotation)
+            new_findings = self._unrecorded(gateway_id, checked.findings)
             results = self.store.ingest_batch(gateway_id, checked.items, checked.findings,
                                               received_at_ms)
         except BaseException:
             # The checker already counted this batch; reload it from what was committed.
             self._checkers.pop(gateway_id, None)
             raise
+        record_id_at = partial(self._chain_record_id, gateway_id)
+        self._raise_alerts(gateway_id, [
+            *ingest_alerts.finding_sightings(new_findings, record_id_at, self.config),
+            *ingest_alerts.batch_sightings(gateway_id, checked.items, results, checker.keyring,
+                                           record_id_at)])
         outcomes = {}
         for (_, verdict), result in zip(checked.items, results):
             name = result.outcome if verdict.outcome in verify.ACCEPTED else verdict.outcome
@@ -260,9 +267,42 @@ class IngestServer:
                  f"; findings: {', '.join(findings)}" if findings else "")
         return checked.highest_claimed_seq
 
-    def _stored_digest(self, gateway_id, seq):
+    def _chain_record(self, gateway_id, seq):
         held = self.store.records(gateway_id, seq_from=seq, seq_to=seq, limit=1).items
-        return held[0].envelope_sha256 if held else None
+        return held[0] if held else None
+
+    def _stored_digest(self, gateway_id, seq):
+        held = self._chain_record(gateway_id, seq)
+        return held.envelope_sha256 if held else None
+
+    def _chain_record_id(self, gateway_id, seq):
+        held = self._chain_record(gateway_id, seq)
+        return held.record_id if held else None
+
+    def _unrecorded(self, gateway_id, findings):
+        """The findings the store does not hold yet: one reported again (a gap held again after
+        a restart, say) raises no second alert."""
+        if not findings:
+            return []
+        held = {(f.kind, f.first_seq, f.last_seq) for f in self.store.findings(gateway_id)}
+        return [f for f in findings if (f.kind, f.first_seq, f.last_seq) not in held]
+
+    def _raise_alerts(self, gateway_id, sightings):
+        """Raise (or fold into the open alert) what a committed batch showed. The batch is
+        durable already, so a store failure here is logged and the batch still acknowledged:
+        a resend would only be a replay, which raises nothing."""
+        for sighting in sightings:
+            try:
+                alert = self.store.alerts.raise_alert(
+                    gateway_id, None, sighting.rule, sighting.severity, sighting.score,
+                    sighting.explanation_en, sighting.explanation_zh,
+                    sighting.evidence_record_ids, sighting.parameters)
+            except StorageError as exc:
+                log.error("gateway %s: alert %s not raised: %s", gateway_id, sighting.rule, exc)
+                continue
+            log.warning("gateway %s: alert %d %s (%s, %d sighting(s)): %s", gateway_id,
+                        alert.alert_id, sighting.rule, alert.severity, alert.occurrences,
+                        sighting.explanation_en)
 
     def _register_rotation(self, gateway_id, rotation):
         """Register the key a verified key_rotated record announced, once: the same
@@ -287,9 +327,12 @@ class IngestServer:
             if len(checker.gap_grace):
                 due = checker.due_gaps(now_s)
                 if due:
+                    new_findings = self._unrecorded(gateway_id, due)
                     self.store.ingest_batch(gateway_id, [], due)
                     log.warning("gateway %s: %s", gateway_id,
                                 "; ".join(f.detail["explanation"] for f in due))
+                    self._raise_alerts(gateway_id, ingest_alerts.finding_sightings(
+                        new_findings, partial(self._chain_record_id, gateway_id), self.config))
 
     async def _sweep_gaps(self):
         while True:

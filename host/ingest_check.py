@@ -43,7 +43,8 @@ def new_finding(finding):
     return NewFinding(finding.kind, finding.first_seq, finding.last_seq, detail)
 
 
-def _claimed_seq(envelope):
+def claimed_seq(envelope):
+    """The seq an envelope's payload claims, unauthenticated; None if it does not parse."""
     try:
         seq = records.parse(cose.parse_sign1(envelope).payload)["seq"]
     except ProtocolError:
@@ -117,7 +118,7 @@ class GatewayChecker:
             envelope = bytes(envelope)
             verdict = self.keyring.verify(envelope, received_at_ms)
             result.items.append((envelope, verdict))
-            claimed = verdict.record["seq"] if verdict.record else _claimed_seq(envelope)
+            claimed = verdict.record["seq"] if verdict.record else claimed_seq(envelope)
             if claimed is not None and (result.highest_claimed_seq is None
                                         or claimed > result.highest_claimed_seq):
                 result.highest_claimed_seq = claimed
