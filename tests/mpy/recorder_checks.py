@@ -106,6 +106,8 @@ try:
     events = [r["body"]["event_type"] for _, _, r in entries if r["kind"] == "event"]
     assert events == ["boot", "journal_full"], events
     journal.acknowledge(entries[-1][0])
+    entries = events = results = None  # parsed records are large for a 192 KB heap
+    gc.collect()
     # The ACK's host time (the uplink passes it on with every ACK) signs the loss at once,
     # without waiting for the next observation.
     recorder.host_time(clock.wall_ms())
