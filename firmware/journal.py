@@ -54,6 +54,7 @@ _HEAD_LEN = const(12)  # length u32 + seq u64
 _CRC_LEN = const(4)
 FRAME_OVERHEAD = const(16)
 _CURSOR_LEN = const(16)
+_DEFAULT_BUFFER_BYTES = const(8192)
 _CURSOR = "cursor"
 _TEMP = ".tmp"
 _SEGMENT_PREFIX = "seg"
@@ -138,7 +139,7 @@ class Journal:
         max_segments=16,
         group_records=8,
         group_ms=1000,
-        buffer_bytes=8192,
+        buffer_bytes=None,
         reserve_bytes=1024,
         clock=_ticks_ms,
         files=None,
@@ -147,6 +148,9 @@ class Journal:
             raise ValueError(
                 "max_segments %d: at least 2 (the newest is always kept)" % max_segments
             )
+        if buffer_bytes is None:
+            # The default group buffer, bounded by a small segment (a buffer never spans two).
+            buffer_bytes = min(_DEFAULT_BUFFER_BYTES, segment_bytes)
         if not _MAGIC_LEN + FRAME_OVERHEAD < buffer_bytes <= segment_bytes:
             raise ValueError(
                 "buffer_bytes %d: must exceed %d and fit a segment (%d bytes)"

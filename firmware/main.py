@@ -19,8 +19,6 @@ from meterseal.firmware import config as gateway_config
 from meterseal.firmware import hal, journal, recorder, signer, softid, state, supervisor
 
 KEY_FILE = "gateway.key"
-# The journal's group-commit buffer; a smaller segment (the configuration allows 4 KB) bounds it.
-_JOURNAL_BUFFER_BYTES = 8192
 # The supervisor's limit for the short periodic tasks of this module.
 _TICK_MS = 500
 
@@ -98,8 +96,7 @@ def build(cfg):
     jr = journal.Journal(root + "/journal", segment_bytes=cfg.journal.segment_bytes,
                          max_segments=cfg.journal.segments,
                          group_records=cfg.journal.commit_records,
-                         group_ms=cfg.journal.commit_ms,
-                         buffer_bytes=min(_JOURNAL_BUFFER_BYTES, cfg.journal.segment_bytes))
+                         group_ms=cfg.journal.commit_ms)
     key = signer.load_or_create(root + "/" + KEY_FILE)
     software = softid.running()
     identity = {"gateway_id": cfg.gateway_id, "software_name": software["name"],

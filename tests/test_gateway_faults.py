@@ -21,7 +21,7 @@ from meterseal.protocol import dart
 from gateway_site import (HostThread, chain_findings, events, free_port, gateway_key,
                           kill_gateway, kind, label, start_gateway, wait_for, write_config)
 
-_SEGMENT_BYTES = 8192  # the smallest the journal takes with its default 8 KB group buffer
+_SEGMENT_BYTES = 8192  # two small segments: full after a few dozen weighings
 _SEGMENTS = 2
 _CAPACITY = _SEGMENT_BYTES * _SEGMENTS
 _RESERVE_BYTES = 1024  # journal.Journal's default, held back for journal_full / records_dropped

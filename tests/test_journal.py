@@ -232,6 +232,17 @@ def test_bad_configuration_is_named(options, message):
         Journal("/j", files=SimStorage(), **dict(SMALL, **options))
 
 
+def test_the_default_group_buffer_fits_a_small_segment():
+    # 4 KB is the smallest segment the gateway's configuration allows; the 8 KB default buffer
+    # must give way to it instead of refusing to start.
+    journal = Journal("/j", files=SimStorage(), segment_bytes=4096)
+    assert journal.max_envelope_bytes == 4096 - (len(SEGMENT_MAGIC) + FRAME_OVERHEAD)
+    journal.append(1, b"x" * journal.max_envelope_bytes)
+    journal.flush()
+    assert journal.pending(10) == [(1, b"x" * journal.max_envelope_bytes)]
+    assert Journal("/k", files=SimStorage()).max_envelope_bytes == 8192 - (len(SEGMENT_MAGIC) + FRAME_OVERHEAD)
+
+
 ops = st.lists(
     st.one_of(
         st.tuples(st.just("append"), st.integers(1, 90)),
