@@ -120,8 +120,8 @@ class _Reader:
 class Config:
     """gateway_id; host (address, port, tls); devices (tuple of Section, see _device);
     intervals (heartbeat_s, tank_poll_s); paths (storage_root or None); seal (input or None);
-    journal (segment_bytes, segments, commit_records, commit_ms); watchdog (timeout_ms,
-    checkin_ms)."""
+    journal (segment_bytes, segments, commit_records, commit_ms); clock (step_threshold_ms);
+    watchdog (timeout_ms, checkin_ms)."""
 
     def __init__(self, obj):
         top = _Reader(obj, "")
@@ -174,6 +174,12 @@ class Config:
             "commit_records": r.integer("commit_records", 1, 1000, 16),
             "commit_ms": r.integer("commit_ms", 0, 60000, 1000),
         })
+        r.done()
+
+        r = top.section("clock")
+        # recorder.TIME_STEP_THRESHOLD_MS is the default.
+        self.clock = Section({"step_threshold_ms": r.integer("step_threshold_ms", 100, 3600000,
+                                                             2000)})
         r.done()
 
         r = top.section("watchdog")

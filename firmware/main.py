@@ -101,7 +101,8 @@ def build(cfg):
     software = softid.running()
     identity = {"gateway_id": cfg.gateway_id, "software_name": software["name"],
                 "software_version": software["version"], "software_digest": software["digest"]}
-    rec = recorder.Recorder(st, jr, key, board, identity, key_path=root + "/" + KEY_FILE)
+    rec = recorder.Recorder(st, jr, key, board, identity, key_path=root + "/" + KEY_FILE,
+                            time_step_threshold_ms=cfg.clock.step_threshold_ms)
     rec.start(sup.reset_cause)
 
     tasks = []

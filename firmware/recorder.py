@@ -57,20 +57,22 @@ def _text(value):
 
 
 class Recorder:
-    """``clock`` is the HAL board (``ticks_ms``, ``ticks_diff``, ``wall_ms``, ``set_wall_ms``);
+    """``clock`` is the HAL board (``measure_ms``, ``ticks_diff``, ``wall_ms``, ``set_wall_ms``);
     ``identity`` holds gateway_id, software_name, software_version and software_digest."""
 
-    def __init__(self, state, journal, signer, clock, identity, key_path=None):
+    def __init__(self, state, journal, signer, clock, identity, key_path=None,
+                 time_step_threshold_ms=TIME_STEP_THRESHOLD_MS):
         self._state = state
         self._journal = journal
         self._signer = signer
         self._key_path = key_path  # the software key's file, for rotation; None: cannot rotate
         self._kid = cose.kid_for(signer.public_key())
         self._clock = clock
+        self._time_step_threshold_ms = time_step_threshold_ms
         self._identity = identity
         self._prev = _ZERO_PREV
-        self._boot_ticks = clock.ticks_ms()
-        self._opsec_at_boot = state.opsec
+        self._opsec_ms = state.opsec * 1000
+        self._opsec_measured_at = clock.measure_ms()
         self._time_status = "U"
         self._full = False
         self._links = {}
@@ -218,7 +220,7 @@ class Recorder:
         journal is signed now, not only with the next observation (hours away when idle)."""
         self._report_drops()
         ours = self._clock.wall_ms()
-        if abs(host_ms - ours) > TIME_STEP_THRESHOLD_MS:
+        if abs(host_ms - ours) > self._time_step_threshold_ms:
             self._state.clock_set_count += 1
             self._state.save()
             self._clock.set_wall_ms(host_ms)
@@ -269,7 +271,12 @@ class Recorder:
     # --- the record path ---------------------------------------------------------------------
 
     def _opsec(self):
-        return self._opsec_at_boot + self._clock.ticks_diff(self._clock.ticks_ms(), self._boot_ticks) // 1000
+        # Added up step by step: a 32-bit board's ticks wrap every 12.4 days, and ticks_diff is
+        # right only over half that; a record or status comes far more often.
+        now = self._clock.measure_ms()
+        self._opsec_ms += self._clock.ticks_diff(now, self._opsec_measured_at)
+        self._opsec_measured_at = now
+        return self._opsec_ms // 1000
 
     def _emit(self, kind, body, device=None, seq=None):
         """Build, sign and journal one record; its seq, or None when the journal had no room."""

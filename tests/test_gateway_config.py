@@ -39,6 +39,7 @@ def test_the_documented_example_loads():
     assert (conf.watchdog.timeout_ms, conf.watchdog.checkin_ms) == (8000, 5000)
     assert (conf.intervals.heartbeat_s, conf.intervals.tank_poll_s) == (300, 600)
     assert conf.journal.segment_bytes == 65536
+    assert conf.clock.step_threshold_ms == 2000
 
 
 def test_the_example_loads_the_same_on_micropython(device_image, tmp_path):
@@ -130,6 +131,8 @@ BAD = [
     (_set(["devices", 0, "addresses"], [80, 80]), "devices[0].addresses", "twice"),
     (_set(["watchdog", "checkin_ms"], 8000), "watchdog.checkin_ms", "below"),
     (_set(["intervals", "heartbeat_s"], 1), "intervals.heartbeat_s", "10..86400"),
+    (_set(["clock"], {"step_threshold_ms": 50}), "clock.step_threshold_ms", "100..3600000"),
+    (_set(["clock"], {"drift_ms": 1}), "clock.drift_ms", "unknown key"),
     (_set(["devices", 0, "decimals", "amount"], 9), "devices[0].decimals.amount", "0..8"),
     (_set(["devices", 0, "grades", "16"], 91), "devices[0].grades", "1..15"),
     (_set(["devices", 0, "grades", "01"], 91), "devices[0].grades", "1..15"),

@@ -493,7 +493,7 @@ def test_the_recorders_kept_totalizer_survives_power_cuts_so_a_found_sale_is_rec
     dc7 = dart.DC7PumpParameters(2, 2, 3, 999999, (92, 95) + (0,) * 13, bytes(vendor))
 
     class Clock:
-        ticks_ms = staticmethod(lambda: int(time.monotonic() * 1000))
+        ticks_ms = measure_ms = staticmethod(lambda: int(time.monotonic() * 1000))
         ticks_diff = staticmethod(lambda a, b: a - b)
         wall_ms = staticmethod(lambda: int(time.time() * 1000))
         set_wall_ms = staticmethod(lambda ms: None)

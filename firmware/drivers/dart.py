@@ -96,11 +96,11 @@ class FlowProfile:
 
 
 class _Sale:
-    def __init__(self, nozzle, wall_ms, ticks, price, preset_volume_ml, preset_amount_minor,
+    def __init__(self, nozzle, wall_ms, measured_ms, price, preset_volume_ml, preset_amount_minor,
                  totals, pulses_start, interval_ms):
         self.nozzle = nozzle
         self.start_wall_ms = wall_ms
-        self.start_ticks = ticks
+        self.start_ms = measured_ms  # on the HAL's measure_ms, as every signed duration
         self.price = price  # pump units; None until a DC3 for this nozzle
         self.preset_volume_ml = preset_volume_ml
         self.preset_amount_minor = preset_amount_minor
@@ -112,7 +112,8 @@ class _Sale:
         self.closing = False
         self.end_state = None
         self.end_wall_ms = None
-        self.end_ticks = None
+        self.end_ms = None
+        self.closed_ticks = None  # when closing began, on the real ticks of the close timeout
         self.final_filled = False
         self.totals_after = 0  # bit 1: volume total read after the end, bit 2: amount total
         self.pulses_end = None
@@ -253,7 +254,7 @@ class PumpTracker:
         sale = self.sale
         if sale is None or not sale.closing or self._close_timeout_ms is None:
             return
-        if self._clock.ticks_diff(self._clock.ticks_ms(), sale.end_ticks) >= self._close_timeout_ms:
+        if self._clock.ticks_diff(self._clock.ticks_ms(), sale.closed_ticks) >= self._close_timeout_ms:
             self._finish_if_ready(True)
 
     def _told(self, t):
@@ -301,7 +302,7 @@ class PumpTracker:
         if sale.closing:
             sale.final_filled = True
             return
-        elapsed_ms = self._clock.ticks_diff(self._clock.ticks_ms(), sale.start_ticks)
+        elapsed_ms = self._clock.ticks_diff(self._clock.measure_ms(), sale.start_ms)
         try:
             sale.profile.add(elapsed_ms, dart.rescale(self.filled[0], self.decimals[0],
                                                       _ML_DECIMALS))
@@ -356,7 +357,7 @@ class PumpTracker:
         self._power_alarm = self._outage = False
         volume, amount = self._preset
         self.sale = _Sale(
-            nozzle, clock.wall_ms(), clock.ticks_ms(), price,
+            nozzle, clock.wall_ms(), clock.measure_ms(), price,
             self._scaled(volume, 0, _ML_DECIMALS), self._scaled(amount, 1, self._currency_decimals),
             (self._volume_totals[nozzle], self._amount_totals[nozzle]), pulses_start,
             self._flow_interval_ms)
@@ -366,7 +367,8 @@ class PumpTracker:
         sale.closing = True
         sale.end_state = state
         sale.end_wall_ms = self._clock.wall_ms()
-        sale.end_ticks = self._clock.ticks_ms()
+        sale.end_ms = self._clock.measure_ms()
+        sale.closed_ticks = self._clock.ticks_ms()
         sale.final_filled = final_filled
         if self._pulse_input is not None:
             # The channel sent the final count when the meter stopped, before this DC1.
@@ -422,14 +424,15 @@ class PumpTracker:
         nozzle = named or (moved[0] if len(moved) == 1 else 0)
         if nozzle in moved:
             clock = self._clock
-            sale = self.sale = _Sale(nozzle, clock.wall_ms(), clock.ticks_ms(),
+            sale = self.sale = _Sale(nozzle, clock.wall_ms(), clock.measure_ms(),
                                      self._price[1] if self._price else None, None, None,
                                      (None, None), None, self._flow_interval_ms)
             sale.closing = sale.final_filled = True
             sale.found = status
             sale.end_state = self.status
             sale.end_wall_ms = sale.start_wall_ms
-            sale.end_ticks = sale.start_ticks
+            sale.end_ms = sale.start_ms
+            sale.closed_ticks = self._clock.ticks_ms()
             sale.totals_after = 3 if self._amount_totals[nozzle] is not None else 1
             self._finish_if_ready(True)
         for nozzle in range(1, _MAX_NOZZLE + 1):
@@ -458,7 +461,7 @@ class PumpTracker:
             return None
         volume_ml = self._scaled(self.filled[0], 0, _ML_DECIMALS)
         if not sale.found:  # a found sale's flow was not seen: its profile stays empty
-            sale.profile.add(self._clock.ticks_diff(sale.end_ticks, sale.start_ticks), volume_ml)
+            sale.profile.add(self._clock.ticks_diff(sale.end_ms, sale.start_ms), volume_ml)
         body = {
             "grade": grades[sale.nozzle - 1],
             "volume_ml": volume_ml,
@@ -467,7 +470,7 @@ class PumpTracker:
             "amount_minor": self._scaled(self.filled[1], 1, self._currency_decimals),
             "start_wall_time_ms": sale.start_wall_ms,
             "end_wall_time_ms": sale.end_wall_ms,
-            "duration_ms": self._clock.ticks_diff(sale.end_ticks, sale.start_ticks),
+            "duration_ms": self._clock.ticks_diff(sale.end_ms, sale.start_ms),
             "flow_interval_ms": sale.profile.interval_ms,
             "flow_profile_ml": sale.profile.volumes_ml,
             "end_status": self._end_status(sale),

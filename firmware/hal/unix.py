@@ -56,6 +56,10 @@ _WATCHDOG = "watchdog"
 _DEFAULT_ROOT = "meterseal-data"
 
 _root = os.getenv("METERSEAL_ROOT") or _DEFAULT_ROOT
+# Under hardware-in-the-loop runs the site's simulated clock (hil_tests/simclock.py publishes
+# it to this file) stands in for the wall clock and for measured durations, so that records
+# carry the simulated day's times and flow rates; timeouts stay on real ticks.
+_sim_clock_path = os.getenv("METERSEAL_SIM_CLOCK")
 _root_made = False
 _seal_path = None
 _wall_offset_ms = 0
@@ -147,14 +151,31 @@ ticks_ms = time.ticks_ms
 ticks_diff = time.ticks_diff
 
 
+def _simulated_ms():
+    # "SIM_MS REAL_MS SPEED": simulated time SIM_MS at real (epoch) time REAL_MS, running SPEED
+    # times real time since; the publisher replaces the file whole on every jump.
+    with open(_sim_clock_path) as file:
+        sim_ms, real_ms, speed = file.read().split()
+    return int(sim_ms) + int((time.time_ns() // 1000000 - int(real_ms)) * float(speed))
+
+
+def _base_ms():
+    return _simulated_ms() if _sim_clock_path else time.time_ns() // 1000000
+
+
 def wall_ms():
-    return time.time_ns() // 1000000 + _wall_offset_ms
+    return _base_ms() + _wall_offset_ms
 
 
 def set_wall_ms(ms):
     # The gateway does not own the Linux system clock (NTP, or root, does): it keeps an offset.
     global _wall_offset_ms
-    _wall_offset_ms = ms - time.time_ns() // 1000000
+    _wall_offset_ms = ms - _base_ms()
+
+
+def measure_ms():
+    """Ticks for durations that are signed into records (ticks_diff applies)."""
+    return _simulated_ms() if _sim_clock_path else time.ticks_ms()
 
 
 def storage_root():

@@ -44,6 +44,8 @@ class Clock:
     def ticks_ms(self):
         return time.ticks_ms()
 
+    measure_ms = ticks_ms  # durations on the same clock, as on a board
+
     def ticks_diff(self, a, b):
         return time.ticks_diff(a, b)
 

@@ -67,6 +67,8 @@ class Board:
     def ticks_ms(self):
         return self.now
 
+    measure_ms = ticks_ms  # durations on the same clock, as on a board
+
     def ticks_diff(self, a, b):
         return a - b
 

@@ -18,6 +18,8 @@ class Clock:
     def ticks_ms(self):
         return self.ticks
 
+    measure_ms = ticks_ms  # durations on the same clock, as on a board
+
     def ticks_diff(self, a, b):
         return a - b
 
