@@ -35,7 +35,8 @@ from .api_models import (MAX_INT64, AlertDetailOut, AlertOut, AssignIn, AuditChe
                          AuditEntryOut, AuditPageOut, CloseIn, DeviceIn, DeviceOut, ErrorOut,
                          FindingOut, GatewayIn, GatewayOut, GatewayStatusIn, IngestStateOut,
                          KeyIn, KeyOut, NoteIn, NoteOut, RecordDetailOut, RecordOut,
-                         RecordPageOut, RevokeIn, SiteIn, SiteOut, TransitionOut, to_model)
+                         RecordPageOut, RevokeIn, SiteIn, SiteOut, Text, TransitionOut,
+                         to_model)
 from .api_tokens import TokenBook
 from .storage import (DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OUTCOMES, AlertError, StorageError,
                       open_store)
@@ -175,7 +176,7 @@ def create_app(store, tokens):
 
     @app.get("/gateways", response_model=list[GatewayOut],
              dependencies=[caller("registry.read")])
-    def list_gateways(site_id: str | None = None):
+    def list_gateways(site_id: Text | None = None):
         with gate() as db:
             return [to_model(GatewayOut, gateway) for gateway in db.registry.gateways(site_id)]
 
@@ -185,17 +186,17 @@ def create_app(store, tokens):
         with gate() as db, _refusal_is_conflict():
             return to_model(GatewayOut, db.registry.add_gateway(
                 gateway.gateway_id, gateway.serial, gateway.site_id, gateway.status,
-                gateway.registered_at_ms))
+                gateway.registered_at_ms, gateway.software_id))
 
     @app.get("/gateways/{gateway_id}", response_model=GatewayOut,
              dependencies=[caller("registry.read")])
-    def get_gateway(gateway_id: str):
+    def get_gateway(gateway_id: Text):
         with gate() as db:
             return to_model(GatewayOut, _registered(db, gateway_id))
 
     @app.put("/gateways/{gateway_id}/status", response_model=GatewayOut,
              dependencies=[caller("gateway.status")])
-    def set_gateway_status(gateway_id: str, change: GatewayStatusIn):
+    def set_gateway_status(gateway_id: Text, change: GatewayStatusIn):
         with gate() as db:
             _registered(db, gateway_id)
             db.registry.set_gateway_status(gateway_id, change.status)
@@ -203,14 +204,14 @@ def create_app(store, tokens):
 
     @app.get("/gateways/{gateway_id}/keys", response_model=list[KeyOut],
              dependencies=[caller("registry.read")])
-    def list_keys(gateway_id: str):
+    def list_keys(gateway_id: Text):
         with gate() as db:
             _registered(db, gateway_id)
             return [to_model(KeyOut, key) for key in db.registry.keys(gateway_id)]
 
     @app.post("/gateways/{gateway_id}/keys", response_model=KeyOut, status_code=201,
               dependencies=[caller("registry.write")])
-    def add_key(gateway_id: str, key: KeyIn):
+    def add_key(gateway_id: Text, key: KeyIn):
         replaces = bytes.fromhex(key.replaces_kid) if key.replaces_kid else None
         with gate() as db:
             _registered(db, gateway_id)
@@ -221,7 +222,7 @@ def create_app(store, tokens):
 
     @app.post("/gateways/{gateway_id}/keys/{kid}/revoke", response_model=KeyOut,
               dependencies=[caller("registry.write")])
-    def revoke_key(gateway_id: str, kid: Kid, revocation: RevokeIn):
+    def revoke_key(gateway_id: Text, kid: Kid, revocation: RevokeIn):
         kid = bytes.fromhex(kid)
         with gate() as db:
             key = db.registry.key(kid)
@@ -234,14 +235,14 @@ def create_app(store, tokens):
 
     @app.get("/gateways/{gateway_id}/devices", response_model=list[DeviceOut],
              dependencies=[caller("registry.read")])
-    def list_devices(gateway_id: str):
+    def list_devices(gateway_id: Text):
         with gate() as db:
             _registered(db, gateway_id)
             return [to_model(DeviceOut, device) for device in db.registry.devices(gateway_id)]
 
     @app.post("/gateways/{gateway_id}/devices", response_model=DeviceOut, status_code=201,
               dependencies=[caller("registry.write")])
-    def add_device(gateway_id: str, device: DeviceIn):
+    def add_device(gateway_id: Text, device: DeviceIn):
         with gate() as db:
             _registered(db, gateway_id)
             with _refusal_is_conflict():
@@ -259,11 +260,11 @@ def create_app(store, tokens):
 
     @app.get("/gateways/{gateway_id}/records", response_model=RecordPageOut,
              dependencies=[caller("records.read")])
-    def list_records(gateway_id: str, seq_from: Seq = None, seq_to: Seq = None,
-                     kind: str | None = None, event_type: str | None = None,
+    def list_records(gateway_id: Text, seq_from: Seq = None, seq_to: Seq = None,
+                     kind: Text | None = None, event_type: Text | None = None,
                      wall_time_from_ms: Seq = None, wall_time_before_ms: Seq = None,
                      dispenser_address: Seq = None, nozzle: Seq = None,
-                     scale_id: str | None = None, tank_number: Seq = None,
+                     scale_id: Text | None = None, tank_number: Seq = None,
                      after: After = None, limit: Limit = DEFAULT_PAGE_SIZE):
         """The gateway's accepted records in seq order (seq_from..seq_to inclusive, the wall
         time window [from, before))."""
@@ -281,7 +282,7 @@ def create_app(store, tokens):
             return to_model(RecordDetailOut, _found(db.record(record_id), f"record {record_id}"))
 
     @app.get("/quarantine", response_model=RecordPageOut, dependencies=[caller("records.read")])
-    def list_quarantine(sender_gateway_id: str | None = None,
+    def list_quarantine(sender_gateway_id: Text | None = None,
                         outcome: Literal[OUTCOMES] | None = None, after: After = None,
                         limit: Limit = DEFAULT_PAGE_SIZE):
         """Quarantined envelopes (fork twins included) in arrival order, paged by record_id."""
@@ -291,7 +292,7 @@ def create_app(store, tokens):
 
     @app.get("/gateways/{gateway_id}/findings", response_model=list[FindingOut],
              dependencies=[caller("records.read")])
-    def list_findings(gateway_id: str, kind: Literal[FINDING_KINDS] | None = None,
+    def list_findings(gateway_id: Text, kind: Literal[FINDING_KINDS] | None = None,
                       open_only: bool = False):
         with gate() as db:
             return [to_model(FindingOut, finding)
@@ -299,7 +300,7 @@ def create_app(store, tokens):
 
     @app.get("/gateways/{gateway_id}/ingest-state", response_model=IngestStateOut,
              dependencies=[caller("records.read")])
-    def get_ingest_state(gateway_id: str):
+    def get_ingest_state(gateway_id: Text):
         with gate() as db:
             return to_model(IngestStateOut, _found(db.ingest_state(gateway_id),
                                                    f"ingest state of gateway {gateway_id}"))
@@ -307,7 +308,7 @@ def create_app(store, tokens):
     # --- alerts ---------------------------------------------------------------------------------
 
     @app.get("/alerts", response_model=list[AlertOut], dependencies=[caller("alerts")])
-    def list_alerts(gateway_id: str | None = None, assignee: str | None = None,
+    def list_alerts(gateway_id: Text | None = None, assignee: Text | None = None,
                     limit: Limit = DEFAULT_PAGE_SIZE):
         """The open alerts, most urgent first (severity, score, latest sighting, newest)."""
         with gate() as db:

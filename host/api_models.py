@@ -7,17 +7,29 @@ import dataclasses
 import typing
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 
+from . import verify
 from .storage import CLOSE_REASONS, rows
 from .storage.migrations import DEVICE_TYPES, GATEWAY_STATUSES
 
 # Integers the databases hold as signed 64-bit (BIGINT): larger ones are refused up front.
 MAX_INT64 = 2**63 - 1
 
+
+def _without_nul(text):
+    # PostgreSQL's text cannot hold NUL, SQLite's can: refused here, so both backends answer
+    # alike (PostgreSQL would fail the query, a 503 blaming the database).
+    if "\x00" in text:
+        raise ValueError("must not contain NUL (0x00) characters")
+    return text
+
+
 Hex = Annotated[str, Field(description="bytes as lowercase hex")]
 Millis = Annotated[int, Field(ge=0, le=MAX_INT64, description="ms since 1970-01-01 UTC")]
-_Text = Annotated[str, Field(min_length=1, max_length=200)]
+# Any text the API takes in: a body field, a path segment, a query parameter.
+Text = Annotated[str, AfterValidator(_without_nul)]
+_Text = Annotated[Text, Field(min_length=1, max_length=200)]
 _AS_HEX = {bytes: Hex, bytes | None: Hex | None}
 
 
@@ -56,7 +68,7 @@ def _page(item_model, name):
 class SiteIn(_In):
     site_id: _Text
     name: _Text
-    address: Annotated[str, Field(max_length=1000)] | None = None
+    address: Annotated[Text, Field(max_length=1000)] | None = None
 
 
 class GatewayIn(_In):
@@ -65,6 +77,8 @@ class GatewayIn(_In):
     site_id: _Text
     status: Literal[GATEWAY_STATUSES] = "active"
     registered_at_ms: Millis | None = Field(None, description="default: now")
+    software_id: _Text | None = Field(None, description="NAME VERSION sha256:DIGEST it runs; "
+                                                        "its records are checked against it")
 
 
 class GatewayStatusIn(_In):
@@ -77,6 +91,17 @@ class KeyIn(_In):
     valid_from_ms: Millis
     replaces_kid: Annotated[str | None, Field(
         pattern=r"^[0-9a-fA-F]{64}$", description="a rotation: the key this one replaces")] = None
+
+    @field_validator("public_key")
+    @classmethod
+    def _on_p256(cls, public_key):
+        # The ingest loads every key of a gateway before it checks the gateway's HELLO: a key
+        # that is not a P-256 point would lock the gateway out, so it never gets in the registry.
+        try:
+            verify.load_public_key(bytes.fromhex(public_key))
+        except ValueError as exc:
+            raise ValueError(f"not a P-256 point ({exc})") from None
+        return public_key
 
 
 class RevokeIn(_In):
@@ -115,12 +140,11 @@ class CloseIn(_In):
 
 
 class AssignIn(_In):
-    assignee: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
-        description="a user name, or null to unassign")
+    assignee: _Text | None = Field(description="a user name, or null to unassign")
 
 
 class NoteIn(_In):
-    text: Annotated[str, Field(min_length=1)]
+    text: Annotated[Text, Field(min_length=1)]
 
 
 AlertOut = _mirror(rows.Alert)

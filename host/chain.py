@@ -196,17 +196,16 @@ class ClockWatch:
             return []
         wall_delta_ms = record["wall_time_ms"] - last["wall_time_ms"]
         opsec_delta_ms = (record["opsec"] - last["opsec"]) * 1000
+        if wall_delta_ms < -self.tolerance_ms:
+            detail = (f"wall time went back {-wall_delta_ms} ms since seq {last['seq']} without "
+                      "a time_set event")
+        elif abs(wall_delta_ms - opsec_delta_ms) > self.tolerance_ms:
+            detail = (f"wall time advanced {wall_delta_ms} ms while opsec advanced "
+                      f"{opsec_delta_ms} ms since seq {last['seq']}, without a time_set event")
+        else:
+            return []
         facts = {"previous_seq": last["seq"], "previous_wall_time_ms": last["wall_time_ms"],
                  "observed_wall_time_ms": record["wall_time_ms"],
                  "opsec_advance_s": record["opsec"] - last["opsec"],
                  "clock_set_count": record["clock_set_count"], "tolerance_ms": self.tolerance_ms}
-        if wall_delta_ms < -self.tolerance_ms:
-            return [Finding(CLOCK_ANOMALY, record["seq"],
-                            f"wall time went back {-wall_delta_ms} ms since seq {last['seq']} "
-                            "without a time_set event", facts=facts)]
-        if abs(wall_delta_ms - opsec_delta_ms) > self.tolerance_ms:
-            return [Finding(CLOCK_ANOMALY, record["seq"],
-                            f"wall time advanced {wall_delta_ms} ms while opsec advanced "
-                            f"{opsec_delta_ms} ms since seq {last['seq']}, without a time_set "
-                            "event", facts=facts)]
-        return []
+        return [Finding(CLOCK_ANOMALY, record["seq"], detail, facts=facts)]

@@ -24,11 +24,16 @@ def add_db_option(parser):
                              "sqlite:///PATH or postgresql://...")
 
 
+def is_url(target):
+    """Whether ``--db`` names a database by URL rather than a path."""
+    return ":" in target and not os.path.exists(target)
+
+
 def open_cli_store(target, *, create):
     """The store ``--db`` names; ``create``: make a missing data directory (commands that
     write), else refuse it with one line (commands that only read)."""
-    if ":" in target and not os.path.exists(target):
-        return open_store(target)  # a URL: open_store knows the schemes
+    if is_url(target):
+        return open_store(target)  # open_store knows the schemes
     path = Path(target)
     if path.suffix in _SQLITE_SUFFIXES:
         if not create and not path.exists():

@@ -26,6 +26,7 @@ from meterseal.firmware import config, signer, softid
 from meterseal.firmware.main import KEY_FILE
 from meterseal.firmware.manifest import PORT_FILES
 from meterseal.hil import micropython
+from meterseal.host.software_ids import software_id
 from meterseal.protocol import cose
 
 IMAGE_BUDGET_BYTES = 200 * 1024  # DESIGN.md section 10
@@ -66,10 +67,6 @@ PROVISIONING_REQUEST_FORMAT = "meterseal-provisioning-request/1"
 
 class GatewayError(RuntimeError):
     pass
-
-
-def software_id(name, version, digest):
-    return "%s %s sha256:%s" % (name, version, digest.hex())
 
 
 def _tool(name, hint):
@@ -198,7 +195,7 @@ def cmd_flash(args):
     return 0
 
 
-def _die_with_parent():
+def die_with_parent():
     # The gateway runs as this launcher's child, so that the temporary image outlives it. A
     # service manager that kills the launcher (SIGKILL cannot be passed on) must not leave a
     # second gateway holding the serial ports: Linux ends the child with its parent.
@@ -220,7 +217,7 @@ def cmd_run(args):
             raise GatewayError(f"no gateway image in {image}: run meterseal gateway build")
         _require_main(image)
         command, env = run_command(image, args.config, args.heapsize)
-        result = subprocess.run(command, env=env, preexec_fn=_die_with_parent)
+        result = subprocess.run(command, env=env, preexec_fn=die_with_parent)
     if result.returncode < 0:
         # Killed by a signal; SIGKILL is also how the unix HAL's watchdog ends the gateway.
         print(f"meterseal gateway run: the gateway was killed by signal {-result.returncode}",

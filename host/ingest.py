@@ -17,8 +17,9 @@ One connection::
 
 Handlers are thin: ingest_check.GatewayChecker decides, the store keeps. Every store call runs
 on one worker thread (a Store holds one connection), so the event loop never waits on a
-commit's fsync. A bad frame, a refusal, a lost link or a failing store ends that connection
-only, with one log line.
+commit's fsync. Signatures are checked on a verifier thread of their own, before a batch goes to
+the store's: while one batch's commit waits on the disk, the next is being verified. A bad
+frame, a refusal, a lost link or a failing store ends that connection only, with one log line.
 
 Run it with ``python -m meterseal.host.ingest --db DIR_OR_URL [--port 7455] ...``.
 """
@@ -36,11 +37,11 @@ from dataclasses import dataclass, fields
 from functools import partial
 
 from meterseal.host import ingest_alerts, verify
-from meterseal.host.ingest_check import GatewayChecker, Rotation
+from meterseal.host.ingest_check import GatewayChecker, Rotation, rotated_key_problem
 from meterseal.host.storage import StorageError, open_store
-from meterseal.protocol import cose
+from meterseal.protocol import cose, records
 from meterseal.protocol import uplink as wire
-from meterseal.protocol.errors import UplinkError
+from meterseal.protocol.errors import RecordError, UplinkError
 
 log = logging.getLogger("meterseal.ingest")
 
@@ -104,23 +105,38 @@ class _Refused(Exception):
         self.reason = reason
 
 
-def _now_ms():
+def _wall_clock_ms():
     return int(time.time() * 1000)
+
+
+def _check_gateway_id(gateway_id):
+    """Refuse a HELLO whose gateway_id the record schema does not allow (1..32 of
+    ``A-Z a-z 0-9 . _ -``), before any lookup: such a gateway cannot sign a valid record,
+    PostgreSQL fails a query holding a NUL, and the id goes into every log line."""
+    try:
+        records.check_header_value("gateway_id", gateway_id)
+    except RecordError as exc:
+        raise _Refused(wire.NACK_UNKNOWN_GATEWAY, str(exc)) from None
 
 
 class IngestServer:
     """``server = IngestServer(store, IngestConfig(...), ssl_context=None)``; ``await
     server.start()`` binds (``server.port`` is the port bound); ``await server.close()``.
     The server owns the store's use from then on: every call to it runs on the server's one
-    worker thread."""
+    worker thread. ``clock_ms`` is the host's time (wall time; a simulated site's clock under
+    hardware-in-the-loop runs), which ACKs hand to the gateways."""
 
-    def __init__(self, store, config=IngestConfig(), ssl_context=None):
+    def __init__(self, store, config=IngestConfig(), ssl_context=None, clock_ms=None):
         self.store = store
+        self.now_ms = clock_ms or _wall_clock_ms
         self.config = config
         self.ssl_context = ssl_context
         self.port = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterseal-ingest")
-        self._checkers = {}  # gateway id -> GatewayChecker (only touched on the worker thread)
+        self._verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterseal-verify")
+        # gateway id -> GatewayChecker: set and dropped on the worker thread only, read from the
+        # event loop too (a lookup is atomic).
+        self._checkers = {}
         self._sessions = {}  # gateway id -> the _Connection authenticated as it
         self._locks = {}  # gateway id -> asyncio.Lock: one batch of a gateway at a time
         self._tasks = set()
@@ -146,6 +162,7 @@ class IngestServer:
             task.cancel()
         await asyncio.gather(self._sweeper, *self._tasks, return_exceptions=True)
         await self._server.wait_closed()
+        self._verifier.shutdown(wait=True)
         self._executor.shutdown(wait=True)
 
     def connected(self):
@@ -183,11 +200,13 @@ class IngestServer:
             raise _Refused(wire.NACK_UNKNOWN_GATEWAY, f"gateway {gateway_id} is not registered")
         if gateway.status != "active":
             raise _Refused(wire.NACK_UNKNOWN_GATEWAY, f"gateway {gateway_id} is {gateway.status}")
+        # An update registered while the host runs counts from this session on.
+        self._checker(gateway_id).expected_software = gateway.software_id
         key = registry.key(kid)
         if key is None or key.gateway_id != gateway_id:
             raise _Refused(wire.NACK_UNKNOWN_GATEWAY,
                            f"key {kid.hex()[:16]}... is not registered for gateway {gateway_id}")
-        if key.revoked_at_ms is not None and key.revoked_at_ms <= _now_ms():
+        if key.revoked_at_ms is not None and key.revoked_at_ms <= self.now_ms():
             raise _Refused(wire.NACK_UNKNOWN_GATEWAY,
                            f"key {kid.hex()[:16]}... is revoked from {key.revoked_at_ms} ms")
         if key.replaced_by_kid is not None:
@@ -203,13 +222,16 @@ class IngestServer:
         names this gateway and announces exactly this kid; otherwise _admit refuses the kid."""
         if self.store.registry.key(kid) is not None:
             return
-        verdict = self._checker(gateway_id).keyring.verify(announcement, _now_ms())
+        verdict = self._checker(gateway_id).keyring.verify(announcement, self.now_ms())
         record = verdict.record
-        if (verdict.outcome not in verify.ACCEPTED or record["gateway_id"] != gateway_id
-                or record["kind"] != "event" or record["body"]["event_type"] != "key_rotated"
+        announces = (verdict.outcome in verify.ACCEPTED and record["gateway_id"] == gateway_id
+                     and record["kind"] == "event"
+                     and record["body"]["event_type"] == "key_rotated")
+        problem = rotated_key_problem(record) if announces else None
+        if (not announces or problem is not None
                 or cose.kid_for(bytes(record["body"]["new_public_key"])) != kid):
             log.warning("gateway %s: HELLO's key announcement for %s... refused (%s)", gateway_id,
-                        kid.hex()[:16], verdict.outcome)
+                        kid.hex()[:16], problem or verdict.outcome)
             return
         self._register_rotation(gateway_id, Rotation(bytes(record["body"]["new_public_key"]),
                                                      verdict.kid, record["wall_time_ms"],
@@ -236,12 +258,25 @@ class IngestServer:
             return None
         return min(state.contiguous_seq, announced_seq)
 
-    def _ingest(self, gateway_id, envelopes):
-        """Verify, chain-check and store one batch; returns the seq its ACK names."""
-        received_at_ms = _now_ms()
+    async def _ingest(self, gateway_id, envelopes):
+        """Verify one batch on the verifier thread, then chain-check and store it on the worker
+        thread; returns the seq its ACK names. The caller holds the gateway's lock, so no other
+        batch of this gateway is verified or checked meanwhile."""
+        received_at_ms = self.now_ms()
+        checker = self._checkers.get(gateway_id) or await self._db(self._checker, gateway_id)
+        verified = await asyncio.get_running_loop().run_in_executor(
+            self._verifier, checker.verify, envelopes, received_at_ms)
+        return await self._db(self._check_and_store, gateway_id, checker, verified,
+                              received_at_ms)
+
+    def _check_and_store(self, gateway_id, verified_by, verified, received_at_ms):
+        """Chain-check and store one batch ``verified`` by checker ``verified_by``."""
         try:
             checker = self._checker(gateway_id)
-            checked = checker.check(envelopes, received_at_ms, time.monotonic(),
+            if checker is not verified_by:
+                # Reloaded meanwhile (a HELLO's key announcement, say): verify with what it knows.
+                verified = checker.verify([envelope for envelope, _ in verified], received_at_ms)
+            checked = checker.check(verified, received_at_ms, time.monotonic(),
                                     lambda seq: self._stored_digest(gateway_id, seq))
             for rotation in checked.rotations:
                 self._register_rotation(gateway_id, rotation)
@@ -252,17 +287,24 @@ class IngestServer:
             # The checker already counted this batch; reload it from what was committed.
             self._checkers.pop(gateway_id, None)
             raise
+        for refused in checked.refused_rotations:
+            log.warning("gateway %s: key_rotated seq %d stored, but its key is not registered: %s",
+                        gateway_id, refused.seq, refused.problem)
         record_id_at = partial(self._chain_record_id, gateway_id)
         self._raise_alerts(gateway_id, [
             *ingest_alerts.finding_sightings(new_findings, record_id_at, self.config),
             *ingest_alerts.batch_sightings(gateway_id, checked.items, results, checker.keyring,
-                                           record_id_at)])
+                                           record_id_at),
+            *ingest_alerts.refused_rotation_sightings(gateway_id, checked.refused_rotations,
+                                                      record_id_at),
+            *ingest_alerts.software_sightings(gateway_id, checker.expected_software,
+                                              checked.unexpected_software, record_id_at)])
         outcomes = {}
         for (_, verdict), result in zip(checked.items, results):
             name = result.outcome if verdict.outcome in verify.ACCEPTED else verdict.outcome
             outcomes[name] = outcomes.get(name, 0) + 1
         findings = sorted({finding.kind for finding in checked.findings})
-        log.info("gateway %s: batch of %d stored (%s)%s", gateway_id, len(envelopes),
+        log.info("gateway %s: batch of %d stored (%s)%s", gateway_id, len(verified),
                  ", ".join(f"{n} {name}" for name, n in sorted(outcomes.items())),
                  f"; findings: {', '.join(findings)}" if findings else "")
         return checked.highest_claimed_seq
@@ -363,10 +405,10 @@ class IngestServer:
                                                   "reason": str(exc)[:wire.MAX_TEXT_CHARS]})
         except TimeoutError as exc:
             log.warning("%s: closed: %s", connection.label, exc or "timed out")
+        except StorageError as exc:  # an OSError too: before the lost link's branch
+            log.error("%s: closed unacknowledged, the store failed: %s", connection.label, exc)
         except (ConnectionError, OSError) as exc:
             log.info("%s: connection lost: %s", connection.label, exc or type(exc).__name__)
-        except StorageError as exc:
-            log.error("%s: closed unacknowledged, the store failed: %s", connection.label, exc)
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # the boundary: one line, and only this connection ends
@@ -459,13 +501,14 @@ class _Connection:
     async def _handshake(self):
         hello = await self.expect(wire.HELLO, self.config.handshake_timeout_s)
         gateway_id = hello["gateway_id"]
+        _check_gateway_id(gateway_id)
         self.label = f"gateway {gateway_id} ({self.peer})"
         if "key_announcement" in hello:
             await self.server._db(self.server._learn_announced_key, gateway_id, hello["kid"],
                                   bytes(hello["key_announcement"]))
         public_key = await self.server._db(self.server._admit, gateway_id, hello["kid"])
         nonce = os.urandom(_NONCE_BYTES)
-        await self.send(wire.CHALLENGE, {"nonce": nonce, "host_time_ms": _now_ms()})
+        await self.send(wire.CHALLENGE, {"nonce": nonce, "host_time_ms": self.server.now_ms()})
         auth = await self.expect(wire.AUTH, self.config.handshake_timeout_s)
         if not verify.verify_es256(verify.load_public_key(public_key),
                                    wire.auth_message(nonce, hello), auth["signature"]):
@@ -480,7 +523,7 @@ class _Connection:
             older.writer.close()
         self.server._sessions[gateway_id] = self
         self.gateway_id = gateway_id
-        await self.send(wire.ACK, {"seq": ack_seq, "host_time_ms": _now_ms()})
+        await self.send(wire.ACK, {"seq": ack_seq, "host_time_ms": self.server.now_ms()})
         log.info("%s: authenticated (boot %d, journal up to %s, host holds up to %s)", self.label,
                  hello["boot"], hello.get("highest_seq"), ack_seq)
 
@@ -491,9 +534,9 @@ class _Connection:
                            f"batch of {len(envelopes)} records is over max_batch_records={limit}")
         await self._throttle(len(envelopes))
         async with self.server._lock(self.gateway_id):
-            ack_seq = await self.server._db(self.server._ingest, self.gateway_id, envelopes)
+            ack_seq = await self.server._ingest(self.gateway_id, envelopes)
         # Only now, after the commit: the gateway frees what this ACK covers.
-        await self.send(wire.ACK, {"seq": ack_seq, "host_time_ms": _now_ms()})
+        await self.send(wire.ACK, {"seq": ack_seq, "host_time_ms": self.server.now_ms()})
 
     async def _throttle(self, count):
         """A token bucket of max_records_per_s: a gateway over its rate waits for its ACK."""

@@ -26,7 +26,9 @@ RULES = {
     "verify.sender_mismatch": ("high", 0.8),
     "verify.unknown_key": ("high", 0.8),
     "verify.unsupported_alg": ("high", 0.7),
+    "verify.invalid_rotated_key": ("high", 0.7),
     "verify.seq_out_of_range": ("high", 0.7),
+    "registry.unexpected_software": ("high", 0.8),
     "chain.gap": ("medium", None),
     "chain.clock_anomaly": ("medium", 0.5),
     "verify.malformed": ("medium", 0.4),
@@ -272,3 +274,52 @@ def batch_sightings(gateway_id, items, results, keyring, record_id_at):
     sightings += [_quarantine(rule, gateway_id, entries, keyring)
                   for rule, entries in sorted(quarantined.items())]
     return sightings
+
+
+# --- what the registry was not given -------------------------------------------------------------
+
+
+def refused_rotation_sightings(gateway_id, refused, record_id_at):
+    """The sighting of a stored batch's verified key_rotated records whose new key is not a
+    P-256 public key (ingest_check.RefusedRotation): kept, but the key is not registered."""
+    if not refused:
+        return []
+    seqs = [rotation.seq for rotation in refused]
+    announced = [rotation.public_key.hex() for rotation in refused]
+    kids = sorted({rotation.signed_by_kid.hex() for rotation in refused})
+    problem = refused[0].problem
+    en = (f"Expected a key_rotated record to announce gateway {gateway_id}'s new P-256 public "
+          f"key; {len(refused)} record(s) (seq {_listed(seqs)}), validly signed with its key "
+          f"{_listed([_hex(k) for k in kids])}, announce {_listed([_hex(k) for k in announced])}"
+          f": {problem}. The gateway's software derives the key from its secret, so a fault or "
+          "other software made them. They are kept; the key is not registered, so records "
+          "signed with it will be quarantined as signed by an unknown key.")
+    zh = (f"key_rotated记录应公布网关{gateway_id}新的P-256公钥；{len(refused)}条记录（序号"
+          f"{_listed(seqs)}）由其密钥{_listed([_hex(k) for k in kids])}有效签名，但公布的"
+          f"{_listed([_hex(k) for k in announced])}不是P-256公钥（{problem}）。网关软件由其私钥推导"
+          "公钥，因此这些记录出自故障或其他软件。记录已保留；该密钥未登记，用它签名的记录将作为未知密钥"
+          "签名的记录隔离。")
+    parameters = {"seqs": seqs, "announced_public_keys": announced, "kids": kids,
+                  "first_problem": problem}
+    return [_sighting("verify.invalid_rotated_key", en, zh, parameters,
+                      [record_id_at(seq) for seq in seqs])]
+
+
+def software_sightings(gateway_id, registered, unexpected, record_id_at):
+    """The sighting of a stored batch's records that say software other than the gateway's
+    registered software id signed them (ingest_check.BatchCheck.unexpected_software)."""
+    if not unexpected:
+        return []
+    seqs = [seq for seq, _ in unexpected]
+    reported = sorted({software for _, software in unexpected})
+    en = (f"Expected gateway {gateway_id} to run the software registered for it, {registered}; "
+          f"{len(seqs)} record(s) (seq {_listed(seqs)}) say {_listed(reported)} signed them. "
+          "Software nobody registered can sign anything it likes: an unauthorised update, or "
+          "the registry was not told of an authorised one (meterseal registry set-software).")
+    zh = (f"网关{gateway_id}应运行为其登记的软件{registered}；{len(seqs)}条记录（序号{_listed(seqs)}）"
+          f"表明由{_listed(reported)}签名。未经登记的软件可以签署任何内容：可能是未经授权的升级，"
+          "或授权升级后未更新登记（meterseal registry set-software）。")
+    parameters = {"seqs": seqs, "registered_software_id": registered,
+                  "reported_software_ids": reported}
+    return [_sighting("registry.unexpected_software", en, zh, parameters,
+                      [record_id_at(seq) for seq in seqs])]

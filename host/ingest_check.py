@@ -8,7 +8,7 @@ connects, or again after a restart, and then lives as long as the server.
 
 from dataclasses import dataclass, field
 
-from meterseal.host import chain, verify
+from meterseal.host import chain, software_ids, verify
 from meterseal.host.storage import NewFinding
 from meterseal.protocol import cose, records
 from meterseal.protocol.errors import ProtocolError
@@ -29,10 +29,24 @@ class Rotation:
 
 
 @dataclass
+class RefusedRotation:
+    """A verified key_rotated record whose new key is not a P-256 public key: the record is
+    stored like any other, the key is not registered (rotated_key_problem says why)."""
+
+    public_key: bytes
+    signed_by_kid: bytes
+    seq: int
+    problem: str
+
+
+@dataclass
 class BatchCheck:
     items: list = field(default_factory=list)  # (envelope, Verdict) for store.ingest_batch
     findings: list = field(default_factory=list)  # NewFinding
     rotations: list = field(default_factory=list)  # Rotation, in seq order
+    refused_rotations: list = field(default_factory=list)  # RefusedRotation, in seq order
+    # (seq, software id) of records signed by other software than the gateway's registered.
+    unexpected_software: list = field(default_factory=list)
     # The highest seq the batch's envelopes claim (signed or not): what its ACK may name.
     highest_claimed_seq: int | None = None
 
@@ -52,6 +66,17 @@ def claimed_seq(envelope):
     return seq
 
 
+def rotated_key_problem(record):
+    """Why the new key a verified key_rotated ``record`` announces cannot be registered, or
+    None. Honest firmware derives it from its secret, so it is always a P-256 public key;
+    anything else is a fault, or other software signing with the gateway's key."""
+    try:
+        verify.load_public_key(record["body"]["new_public_key"])
+    except ValueError as exc:
+        return f"its new_public_key is not a P-256 public key ({exc})"
+    return None
+
+
 def _parse_stored(envelope):
     return records.parse(cose.parse_sign1(envelope).payload)
 
@@ -63,28 +88,35 @@ class GatewayChecker:
         self.tracker = tracker
         self.clock_watch = clock_watch
         self.gap_grace = gap_grace
+        # The registry's software id for the gateway (None: none registered, nothing checked);
+        # the server refreshes it at every handshake.
+        self.expected_software = None
 
     @classmethod
     def load(cls, store, gateway_id, *, gap_grace_s, gap_grace_records, clock_tolerance_ms,
              now_s):
-        """The checker for ``gateway_id`` as the store leaves it: its keys, the chain resumed
-        after its highest stored record, and the holes below it held as gaps from ``now_s``."""
+        """The checker for ``gateway_id`` as the store leaves it: its keys and registered
+        software, the chain resumed after its highest stored record, and the holes below it
+        held as gaps from ``now_s``."""
         keyring = verify.Keyring()
         for key in store.registry.keys(gateway_id):
             keyring.add(key.kid, key.public_key, key.revoked_at_ms)
         state = store.ingest_state(gateway_id)
         grace = chain.GapGrace(gap_grace_s, gap_grace_records)
         if state is None:
-            return cls(gateway_id, keyring, chain.ChainTracker.resume(),
-                       chain.ClockWatch(clock_tolerance_ms), grace)
-        tracker = chain.ChainTracker.resume(state.highest_seq, state.highest_seq_sha256,
-                                            state.last_boot_epoch)
-        newest = store.records(gateway_id, seq_from=state.highest_seq,
-                               seq_to=state.highest_seq, limit=1).items
-        last_record = _parse_stored(newest[0].envelope) if newest else None
-        checker = cls(gateway_id, keyring, tracker,
-                      chain.ClockWatch(clock_tolerance_ms, last_record), grace)
-        checker._hold_holes(store, state, now_s)
+            checker = cls(gateway_id, keyring, chain.ChainTracker.resume(),
+                          chain.ClockWatch(clock_tolerance_ms), grace)
+        else:
+            tracker = chain.ChainTracker.resume(state.highest_seq, state.highest_seq_sha256,
+                                                state.last_boot_epoch)
+            newest = store.records(gateway_id, seq_from=state.highest_seq,
+                                   seq_to=state.highest_seq, limit=1).items
+            last_record = _parse_stored(newest[0].envelope) if newest else None
+            checker = cls(gateway_id, keyring, tracker,
+                          chain.ClockWatch(clock_tolerance_ms, last_record), grace)
+            checker._hold_holes(store, state, now_s)
+        gateway = store.registry.gateway(gateway_id)
+        checker.expected_software = gateway.software_id if gateway is not None else None
         return checker
 
     def _hold_holes(self, store, state, now_s):
@@ -108,15 +140,23 @@ class GatewayChecker:
                 break
             after = page.next_after
 
-    def check(self, envelopes, received_at_ms, now_s, stored_digest):
-        """Verify and chain-check one batch in order. ``stored_digest(seq)`` gives the SHA-256
-        of the envelope the store holds for this gateway's ``seq``, or None; it is asked only
-        about seqs the tracker no longer remembers. Mutates the checker: a caller whose store
-        write then fails must load a fresh checker."""
+    def verify(self, envelopes, received_at_ms):
+        """Each envelope of a batch with its verdict: (envelope bytes, Verdict) pairs for
+        check(). Reads the checker only, so it may run on another thread than check(), but
+        never during a check() of the same gateway."""
+        envelopes = [bytes(envelope) for envelope in envelopes]
+        return list(zip(envelopes, self.keyring.verify_batch(envelopes, received_at_ms)))
+
+    def check(self, verified, received_at_ms, now_s, stored_digest):
+        """Chain-check one verified batch (from verify()) in order. ``stored_digest(seq)`` gives
+        the SHA-256 of the envelope the store holds for this gateway's ``seq``, or None; it is
+        asked only about seqs the tracker no longer remembers. Mutates the checker: a caller
+        whose store write then fails must load a fresh checker."""
         result = BatchCheck()
-        for envelope in envelopes:
-            envelope = bytes(envelope)
-            verdict = self.keyring.verify(envelope, received_at_ms)
+        for envelope, verdict in verified:
+            if verdict.outcome == verify.UNKNOWN_KEY and verdict.kid in self.keyring:
+                # Signed with a key that a key_rotated record earlier in this batch announced.
+                verdict = self.keyring.verify(envelope, received_at_ms)
             result.items.append((envelope, verdict))
             claimed = verdict.record["seq"] if verdict.record else claimed_seq(envelope)
             if claimed is not None and (result.highest_claimed_seq is None
@@ -148,9 +188,18 @@ class GatewayChecker:
             else:
                 result.findings.append(new_finding(finding))
         result.findings.extend(new_finding(f) for f in self.clock_watch.feed(record))
+        if self.expected_software is not None:
+            reported = software_ids.of_record(record)
+            if reported != self.expected_software:
+                result.unexpected_software.append((seq, reported))
         body = record["body"]
         if record["kind"] == "event" and body["event_type"] == "key_rotated":
             new_key = bytes(body["new_public_key"])
+            problem = rotated_key_problem(record)
+            if problem is not None:  # kept as evidence; a key that verifies nothing is not used
+                result.refused_rotations.append(RefusedRotation(new_key, verdict.kid, seq,
+                                                                problem))
+                return
             kid = cose.kid_for(new_key)
             if kid not in self.keyring:
                 self.keyring.add(kid, new_key)

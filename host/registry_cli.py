@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from meterseal.host import verify
 from meterseal.host.cli_store import add_db_option, open_cli_store
 from meterseal.host.gateway_cli import PROVISIONING_REQUEST_FORMAT
+from meterseal.host.software_ids import software_id
 from meterseal.host.storage.migrations import DEVICE_TYPES
 from meterseal.protocol import cose
 
@@ -90,19 +91,37 @@ def read_request(path):
     if cose.kid_for(public_key).hex() != request["kid"].lower():
         raise RegistryError(f"{path}: kid {request['kid']} is not the SHA-256 of public_key: "
                             "the request was altered or mistyped")
-    return request["gateway_id"], request["serial"], public_key, request.get("software")
+    return request["gateway_id"], request["serial"], public_key, _requested_software(path, request)
 
 
-def _register_gateway(store, gateway_id, serial, site_id, public_key):
+def _requested_software(path, request):
+    """The software id the request reports, checked against its parts; None if it has none."""
+    software = request.get("software")
+    if software is None:
+        return None
+    try:
+        rebuilt = software_id(software["name"], software["version"],
+                              bytes.fromhex(software["digest"]))
+        stated = software["id"]
+    except (TypeError, KeyError, ValueError):
+        raise RegistryError(f"{path}: software must hold name, version, digest (hex) and id")
+    if rebuilt != stated:
+        raise RegistryError(f"{path}: software id {stated!r} does not match its name, version "
+                            "and digest: the request was altered or mistyped")
+    return stated
+
+
+def _register_gateway(store, gateway_id, serial, site_id, public_key, software_id):
     # The site is checked before anything is written, so a refused gateway leaves no half.
     if not any(site.site_id == site_id for site in store.registry.sites()):
         raise RegistryError(f"site {site_id} is not registered (meterseal registry add-site)")
     if store.registry.key(cose.kid_for(public_key)) is not None:
         raise RegistryError(f"key {cose.kid_for(public_key).hex()} is already registered")
-    store.registry.add_gateway(gateway_id, serial, site_id)
+    store.registry.add_gateway(gateway_id, serial, site_id, software_id=software_id)
     key = store.registry.add_key(gateway_id, public_key, _now_ms())
     print(f"gateway {gateway_id} (serial {serial}) registered at site {site_id} with key "
           f"{key.kid.hex()}")
+    print(f"  software: {software_id or 'not registered (records are not checked against it)'}")
 
 
 def cmd_add_site(args):
@@ -121,16 +140,22 @@ def cmd_add_gateway(args):
     else:
         public_key = public_key_bytes(args.public_key)
     with open_cli_store(args.db, create=True) as store:
-        _register_gateway(store, args.gateway_id, args.serial, args.site, public_key)
+        _register_gateway(store, args.gateway_id, args.serial, args.site, public_key,
+                          args.software_id)
     return 0
 
 
 def cmd_import_request(args):
     gateway_id, serial, public_key, software = read_request(args.file)
     with open_cli_store(args.db, create=True) as store:
-        _register_gateway(store, gateway_id, serial, args.site, public_key)
-    if isinstance(software, dict) and "id" in software:
-        print(f"  software reported in the request: {software['id']}")
+        _register_gateway(store, gateway_id, serial, args.site, public_key, software)
+    return 0
+
+
+def cmd_set_software(args):
+    with open_cli_store(args.db, create=False) as store:
+        store.registry.set_gateway_software(args.gateway_id, args.software_id)
+    print(f"gateway {args.gateway_id}: software {args.software_id} registered")
     return 0
 
 
@@ -169,7 +194,8 @@ def cmd_list(args):
             print(f"site {site.site_id}: {site.name}{address}")
             for gateway in registry.gateways(site.site_id):
                 print(f"  gateway {gateway.gateway_id}  serial {gateway.serial}  {gateway.status}"
-                      f"  registered {utc_text(gateway.registered_at_ms)}")
+                      f"  registered {utc_text(gateway.registered_at_ms)}  software "
+                      f"{gateway.software_id or '(not registered)'}")
                 for key in registry.keys(gateway.gateway_id):
                     print(_key_line(key))
                 for device in registry.devices(gateway.gateway_id):
@@ -197,6 +223,8 @@ def add_parser(sub):
     key = p.add_mutually_exclusive_group(required=True)
     key.add_argument("--public-key", help="65-byte uncompressed SEC1 public key, in hex")
     key.add_argument("--request", help="take the key from this provisioning request file")
+    p.add_argument("--software-id", help="the software id it runs (meterseal gateway info "
+                                         "prints it); its records are checked against it")
     p.set_defaults(run=cmd_add_gateway)
 
     p = actions.add_parser("import-request",
@@ -204,6 +232,13 @@ def add_parser(sub):
     p.add_argument("file", help="the JSON of meterseal gateway provision-request")
     p.add_argument("--site", required=True, help="the registered site it is installed at")
     p.set_defaults(run=cmd_import_request)
+
+    p = actions.add_parser("set-software",
+                           help="register the software a gateway runs after an authorised update")
+    p.add_argument("gateway_id")
+    p.add_argument("software_id", help="NAME VERSION sha256:DIGEST, as meterseal gateway info "
+                                       "prints it")
+    p.set_defaults(run=cmd_set_software)
 
     p = actions.add_parser("add-device", help="register a device attached to a gateway")
     p.add_argument("gateway_id")

@@ -382,6 +382,15 @@ def _reject(field, path, value):
     raise RecordError(path + field[1], "must be %s, got %s" % (_expected(field), _describe(value)))
 
 
+def check_header_value(name, value):
+    """``value`` if the header field ``name`` may hold it, else RecordError: the schema's own
+    check, for a value met outside a record (a HELLO's gateway_id)."""
+    for field in HEADER_FIELDS:
+        if field[1] == name:
+            return _value(field, value, "", False)
+    raise KeyError(name)
+
+
 def _value(field, value, path, to_wire):
     code = field[2]
     if code == _INT:

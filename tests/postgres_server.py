@@ -1,151 +1,25 @@
-"""A private PostgreSQL server for the storage tests, started from Debian's binaries
-(/usr/lib/postgresql/VERSION/bin) in a temporary directory and stopped afterwards.
+"""The PostgreSQL server of the storage tests: ``postgres_server``, a session fixture (one server
+per test session, per xdist worker) over meterseal.host.storage.scratch_postgres, which starts a
+private server from Debian's binaries in a temporary directory, on 127.0.0.1 only. Each test
+gets a fresh database from ``create_database()``.
 
-It listens on 127.0.0.1 only, on a free port of its own, with its unix socket in its directory,
-so it never touches a PostgreSQL service the machine may run. initdb refuses to run as root, so
-under root the server runs as the unprivileged ``postgres`` system user, which owns the
-directory. Password authentication (SCRAM) is on, with a password made for the run.
-
-``postgres_server`` is the session fixture: one server per test session (per xdist worker), a
-fresh database per test from ``create_database``. Where the binaries are missing it skips with
-the reason, except in CI (CI=true), where it fails: there they must be installed (.ci/run).
+Where no server can be started (no binaries, say) the PostgreSQL tests skip with the reason,
+except in CI (CI=true), where they fail: there the binaries must be installed (.ci/run).
 """
 
-import glob
-import itertools
 import os
-import pwd
-import secrets
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
-from pathlib import Path
 
-import psycopg
 import pytest
 
-from gateway_site import free_port
-
-BIN_DIRS = "/usr/lib/postgresql/*/bin"
-SUPERUSER = "meterseal_test"
-# Bounded waits: a server that is not up by then has failed (its log says why).
-_START_TIMEOUT_S = 60
-_STOP_TIMEOUT_S = 30
-_PORT_ATTEMPTS = 3
-
-
-def find_bin_dir():
-    """The newest installed PostgreSQL's bin directory holding initdb and postgres, or None."""
-    found = [Path(d) for d in glob.glob(BIN_DIRS)
-             if (Path(d) / "initdb").is_file() and (Path(d) / "postgres").is_file()]
-    return max(found, key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
-               default=None)
-
-
-class PostgresServer:
-    def __init__(self, bin_dir):
-        self._bin_dir = Path(bin_dir)
-        self._password = secrets.token_hex(16)
-        self._names = itertools.count()
-        self._process = None
-        self.port = None
-        # Under root the server runs as `postgres`: the directory must be its own, and outside
-        # pytest's temporary root, which only root may enter.
-        self._user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
-        self.directory = Path(tempfile.mkdtemp(prefix="meterseal-pg-"))
-        if self._user:
-            os.chown(self.directory, self._user.pw_uid, self._user.pw_gid)
-
-    def _run_as_server_user(self):
-        if not self._user:
-            return {}
-        return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
-
-    def start(self):
-        password_file = self.directory / "password"
-        password_file.write_text(self._password + "\n")
-        if self._user:
-            os.chown(password_file, self._user.pw_uid, self._user.pw_gid)
-        # --no-sync: a throwaway cluster need not be flushed at creation.
-        initdb = subprocess.run(
-            [self._bin_dir / "initdb", "-D", self.directory / "data", "-U", SUPERUSER,
-             f"--pwfile={password_file}", "--auth=scram-sha-256", "--encoding=UTF8",
-             "--no-locale", "--no-sync"],
-            capture_output=True, text=True, **self._run_as_server_user(),
-        )
-        password_file.unlink()
-        if initdb.returncode != 0:
-            raise RuntimeError(f"initdb failed: {initdb.stderr.strip()}")
-        for _ in range(_PORT_ATTEMPTS):
-            if self._start_on(free_port()):
-                return
-        raise RuntimeError(f"PostgreSQL did not start; see {self.directory / 'server.log'}")
-
-    def _start_on(self, port):
-        """Start the server on ``port``; False if it exits at once (the port was taken)."""
-        with open(self.directory / "server.log", "ab") as log:
-            self._process = subprocess.Popen(
-                [self._bin_dir / "postgres", "-D", self.directory / "data",
-                 "-c", "listen_addresses=127.0.0.1", "-c", f"port={port}",
-                 "-c", f"unix_socket_directories={self.directory}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                **self._run_as_server_user(),
-            )
-        self.port = port
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return False
-            try:
-                psycopg.connect(self.url("postgres"), connect_timeout=2).close()
-                return True
-            except psycopg.OperationalError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"PostgreSQL did not accept connections within {_START_TIMEOUT_S} s; "
-                           f"see {self.directory / 'server.log'}")
-
-    def url(self, dbname):
-        return f"postgresql://{SUPERUSER}:{self._password}@127.0.0.1:{self.port}/{dbname}"
-
-    def admin(self, sql):
-        """Run one statement outside a transaction (CREATE / DROP / ALTER DATABASE)."""
-        with psycopg.connect(self.url("postgres"), autocommit=True) as connection:
-            connection.execute(sql)
-
-    def create_database(self):
-        name = f"test_{next(self._names)}"
-        self.admin(f"CREATE DATABASE {name}")
-        return name
-
-    def drop_database(self, name):
-        self.admin(f"DROP DATABASE {name} WITH (FORCE)")
-
-    def stop(self):
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)  # fast shutdown
-            try:
-                self._process.wait(_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
+from meterseal.host.storage import scratch_postgres
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        reason = (f"no PostgreSQL server binaries in {BIN_DIRS} "
-                  "(install Debian's postgresql package)")
+    reason = scratch_postgres.unavailable_reason()
+    if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(reason + "; CI must run the PostgreSQL tests")
         pytest.skip(reason)
-    server = PostgresServer(bin_dir)
-    try:
-        server.start()
+    with scratch_postgres.ScratchPostgres() as server:
         yield server
-    finally:
-        server.stop()

@@ -1,14 +1,17 @@
-"""The ingest server (host/ingest.py) on 127.0.0.1 with a SQLite store in a temporary directory:
-the handshake and its refusals, verify -> store -> ACK, the adversarial corpus built from a real
-gateway key and hand-made frames, the real firmware under MicroPython uploading to it, and a
-host SIGKILLed in the middle of an upload."""
+"""The ingest server (host/ingest.py) on 127.0.0.1, over each storage backend (conftest's
+store_url: a SQLite file and a database on the session's PostgreSQL server): the handshake and
+its refusals, verify -> store -> ACK, the adversarial corpus built from a real gateway key and
+hand-made frames, the real firmware under MicroPython uploading to it, and a host SIGKILLed in
+the middle of an upload."""
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
@@ -19,20 +22,17 @@ from meterseal.hil.emulators.tank_gauge import Tank, TankGauge
 from meterseal.hil.serial_link import PtyPort
 from meterseal.hil.simclock import SimClock
 from meterseal.host import verify
-from meterseal.host.storage import open_store
+from meterseal.host.simulated_gateway import START_WALL_MS, RecordMaker, provision
+from meterseal.host.storage import open_backend, open_store
 from meterseal.protocol import cose
 from meterseal.protocol import uplink as wire
 
 from gateway_site import free_port, gateway_key, kill_gateway, start_gateway, write_config
-from ingest_site import (START_WALL_MS, RawGateway, RecordMaker, ServerThread, new_signer,
-                         provision, running_server, stop_server, wait_until)
+from ingest_site import (RawGateway, ServerThread, new_signer, running_server, sqlite_only,
+                         stop_server, wait_until)
+from test_storage import OFF_THE_CURVE, end_other_sessions, postgresql_only
 
 GW = "GW-A"
-
-
-@pytest.fixture
-def db(tmp_path):
-    return tmp_path / "meterseal.db"
 
 
 @pytest.fixture
@@ -41,10 +41,11 @@ def key():
 
 
 @pytest.fixture
-def registered(db, key):
-    with open_store(db) as store:
+def registered(store_url, key):
+    """The database, on each backend, with GW registered under ``key``."""
+    with open_store(store_url) as store:
         provision(store, GW, key.public_key())
-    return db
+    return store_url
 
 
 def run(coroutine):
@@ -140,6 +141,37 @@ def test_handshake_refusals_are_nacked_with_a_reason_and_closed(registered, key,
     lines = [r for r in caplog.records if r.name == "meterseal.ingest" and "NACK" in r.message]
     assert len(lines) == 1 and reason in lines[0].message and lines[0].exc_info is None
 
+
+
+@pytest.mark.parametrize("gateway_id, announces_a_key", [
+    ("GW\x00A", False), ("GW\x00A", True), ("GW\nA", False), ("GW A", False), ("GW-\u00c4", False),
+], ids=["NUL", "NUL, announcing a key", "newline", "space", "non-ASCII"])
+def test_a_hello_whose_gateway_id_is_no_identifier_is_refused_as_unknown(
+        registered, key, gateway_id, announces_a_key, caplog):
+    """No registry holds such an id (records name their gateway in the schema's identifier
+    alphabet): it is refused before any lookup, which PostgreSQL would fail on a NUL."""
+    signing_key, announcement = key, None
+    if announces_a_key:  # the HELLO names a new kid and carries the record announcing it
+        signing_key = new_signer()
+        announcement = RecordMaker(GW, key).make(body={
+            "event_type": "key_rotated", "new_public_key": signing_key.public_key()})
+
+    async def scenario():
+        server = await running_server(registered)
+        gateway = RawGateway(gateway_id, signing_key)
+        try:
+            answer = await gateway.handshake(server.port, key_announcement=announcement)
+            return answer, await gateway.receive()
+        finally:
+            await stop_server(server)
+
+    answer, closed = run(scenario())
+    assert answer == (wire.NACK, {"code": wire.NACK_UNKNOWN_GATEWAY, "reason": (
+        f"gateway_id: must be 1..32 characters from A-Z a-z 0-9 . _ -, got {gateway_id!r}")})
+    assert closed is None
+    (line,) = [r for r in caplog.records if r.name == "meterseal.ingest"]
+    assert "NACK 4" in line.message and repr(gateway_id) in line.message
+    assert not {"\x00", "\n"} & set(line.message) and line.exc_info is None  # one line
 
 # --- the adversarial corpus ---------------------------------------------------------------------
 
@@ -355,6 +387,58 @@ def test_a_hello_carrying_the_announcement_registers_a_key_whose_record_never_ar
         assert store.registry.key(cose.kid_for(impostor.public_key())) is None
 
 
+
+NOT_P256_KEYS = {"off the curve": OFF_THE_CURVE, "compressed form": b"\x02" + bytes(64)}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_P256_KEYS))
+def test_a_key_rotation_announcing_no_p256_key_is_stored_and_its_key_not_registered(
+        registered, key, case, caplog):
+    """A verified key_rotated record is evidence and is kept, but a key that can verify nothing
+    is not registered: the batch is stored and acknowledged, not resent forever."""
+    maker = RecordMaker(GW, key)
+    batch = [maker.make(), maker.make(body={"event_type": "key_rotated",
+                                            "new_public_key": NOT_P256_KEYS[case]},
+                                      event_count=1), maker.make(event_count=1)]
+    (ack,) = _corpus_run(registered, key, [batch])
+    assert ack[0] == wire.ACK and ack[1]["seq"] == 2
+    with open_store(registered) as store:
+        assert accepted_seqs(store) == [0, 1, 2]
+        (rotation,) = store.records(GW, event_type="key_rotated").items
+        assert (rotation.seq, rotation.outcome) == (1, verify.VERIFIED)
+        (only,) = store.registry.keys(GW)
+        assert only.kid == cose.kid_for(key.public_key()) and only.replaced_by_kid is None
+    (line,) = [r for r in caplog.records if "key_rotated seq 1" in r.message]
+    assert "not a P-256 public key" in line.message and line.exc_info is None
+
+
+@pytest.mark.parametrize("case", sorted(NOT_P256_KEYS))
+def test_a_hello_announcing_no_p256_key_is_refused_and_registers_nothing(registered, key, case):
+    maker = RecordMaker(GW, key)
+    _corpus_run(registered, key, [[maker.make()]])
+    announced = NOT_P256_KEYS[case]
+    announcement = maker.make(body={"event_type": "key_rotated", "new_public_key": announced},
+                              event_count=1)
+
+    async def scenario():
+        server = await running_server(registered)
+        gateway = RawGateway(GW, key)
+        try:
+            await gateway.connect(server.port)
+            hello = dict(gateway.hello(), kid=sha256(announced).digest(),
+                         key_announcement=announcement)
+            await gateway.send(wire.HELLO, hello)
+            return await gateway.receive()
+        finally:
+            await gateway.close()
+            await stop_server(server)
+
+    answer = run(scenario())
+    assert answer[0] == wire.NACK and answer[1]["code"] == wire.NACK_UNKNOWN_GATEWAY
+    assert "is not registered for gateway" in answer[1]["reason"]
+    with open_store(registered) as store:
+        assert [k.kid for k in store.registry.keys(GW)] == [cose.kid_for(key.public_key())]
+
 MALFORMED_INPUTS = {
     "garbage": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
     "bad CRC": bytes(wire.encode(wire.PING, {}))[:-1] + b"\x00",
@@ -364,9 +448,9 @@ MALFORMED_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_INPUTS))
-def test_malformed_input_closes_that_connection_only(registered, db, key, case, caplog):
+def test_malformed_input_closes_that_connection_only(registered, key, case, caplog):
     bad_key = new_signer()
-    with open_store(db) as store:
+    with open_store(registered) as store:
         provision(store, "GW-BAD", bad_key.public_key())
     maker = RecordMaker(GW, key)
 
@@ -397,10 +481,11 @@ def test_malformed_input_closes_that_connection_only(registered, db, key, case, 
              or "GW-BAD" in r.message and "lost" in r.message]
     assert len(lines) == 1 and lines[0].exc_info is None
     assert ("truncated" in lines[0].message) == (case == "truncated")
-    with open_store(db) as store:
+    with open_store(registered) as store:
         assert accepted_seqs(store) == [0, 1, 2, 3]
 
 
+@sqlite_only  # a timeout of the connection: the store plays no part
 def test_idle_connection_is_closed_after_the_idle_timeout(registered, key):
     async def scenario():
         server = await running_server(registered, idle_timeout_s=0.3)
@@ -414,6 +499,7 @@ def test_idle_connection_is_closed_after_the_idle_timeout(registered, key):
     assert run(scenario()) is None
 
 
+@sqlite_only  # refused before anything reaches the store
 def test_batch_over_the_configured_limit_is_refused(registered, key):
     batch = RecordMaker(GW, key).batch(3)
     (answer,) = _corpus_run(registered, key, [batch], max_batch_records=2)
@@ -421,6 +507,88 @@ def test_batch_over_the_configured_limit_is_refused(registered, key):
     with open_store(registered) as store:
         assert accepted_seqs(store) == []
 
+
+
+def store_failures(caplog):
+    return [r for r in caplog.records
+            if r.name == "meterseal.ingest" and "the store failed" in r.message]
+
+
+def test_a_store_failure_during_a_batch_is_logged_as_an_error_and_nothing_is_acknowledged(
+        registered, key, caplog):
+    """The store refuses the batch (its ingest state's table renamed behind the server's back):
+    the transaction rolls back, no ACK goes out and one ERROR line says why. Once the store
+    works again the gateway's resend is stored, once."""
+    caplog.set_level(logging.INFO, logger="meterseal.ingest")
+    batch = RecordMaker(GW, key).batch(3)
+
+    def rename(old, new):
+        backend = open_backend(registered)
+        try:
+            backend.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        finally:
+            backend.close()
+
+    async def scenario():
+        server = await running_server(registered)
+        try:
+            gateway = RawGateway(GW, key)
+            assert (await gateway.handshake(server.port))[0] == wire.ACK
+            rename("gateway_ingest_state", "ingest_state_away")
+            refused = await gateway.upload(batch)
+            rename("ingest_state_away", "gateway_ingest_state")
+            resent = RawGateway(GW, key)
+            assert (await resent.handshake(server.port))[0] == wire.ACK
+            return refused, await resent.upload(batch)
+        finally:
+            await stop_server(server)
+
+    refused, answer = run(scenario())
+    assert refused is None  # closed, unacknowledged
+    assert answer[0] == wire.ACK and answer[1]["seq"] == 2
+    (failure,) = store_failures(caplog)
+    assert failure.levelno == logging.ERROR and failure.exc_info is None
+    assert "gateway_ingest_state" in failure.message and "\n" not in failure.message
+    assert not [r for r in caplog.records if "connection lost" in r.message]
+    with open_store(registered) as store:
+        assert accepted_seqs(store) == [0, 1, 2]
+        assert sum(store.outcome_counts(GW).values()) == 3
+        assert store.findings(GW) == []  # not even a replay: the first attempt stored nothing
+
+
+@postgresql_only
+def test_a_batch_that_meets_a_dropped_database_session_is_resent_and_stored_once(
+        registered, key, caplog):
+    """The database server drops the store's session (a restart, a failover) while a gateway is
+    connected: its next batch fails, unacknowledged; its reconnect and resend find a new session
+    and everything is stored exactly once."""
+    maker = RecordMaker(GW, key)
+    first, second = maker.batch(3), maker.batch(3)
+
+    async def scenario():
+        server = await running_server(registered)
+        try:
+            gateway = RawGateway(GW, key)
+            assert (await gateway.handshake(server.port))[0] == wire.ACK
+            assert (await gateway.upload(first))[1]["seq"] == 2
+            assert end_other_sessions(registered) == 1  # the server's store's
+            lost = await gateway.upload(second)
+            resent = RawGateway(GW, key)
+            ack = await resent.handshake(server.port, highest_seq=5)
+            return lost, ack, await resent.upload(second)
+        finally:
+            await stop_server(server)
+
+    lost, ack, answer = run(scenario())
+    assert lost is None  # closed, unacknowledged: the gateway keeps the batch
+    assert ack[0] == wire.ACK and ack[1]["seq"] == 2
+    assert answer[0] == wire.ACK and answer[1]["seq"] == 5
+    (failure,) = store_failures(caplog)
+    assert "terminating connection" in failure.message
+    with open_store(registered) as store:
+        assert accepted_seqs(store) == list(range(6))
+        assert sum(store.outcome_counts(GW).values()) == 6
+        assert store.findings(GW) == []
 
 def test_configuration_limits_are_checked():
     from meterseal.host.ingest import IngestConfig
@@ -434,21 +602,21 @@ def test_configuration_limits_are_checked():
 # --- the real firmware under MicroPython --------------------------------------------------------
 
 
-def test_the_whole_gateway_uploads_to_the_ingest_and_obeys_its_commands(tmp_path, device_image):
+def test_the_whole_gateway_uploads_to_the_ingest_and_obeys_its_commands(tmp_path, store_url,
+                                                                       device_image):
     """`gateway run` on the MicroPython unix port, with a tank gauge on a pty: every record it
     signs is verified and stored exactly once, commands are answered, and a key rotation made
     on command is registered so the records after it verify under the new key."""
     gateway_id = "MS-GW-INGEST"
-    db = tmp_path / "meterseal.db"
     root = tmp_path / "gateway"
     root.mkdir()
-    with open_store(db) as store:
+    with open_store(store_url) as store:
         provision(store, gateway_id, gateway_key(root))
     clock = SimClock(speed=20)
     port = PtyPort()
     gauge = TankGauge(port, clock, tanks=(Tank(number=1, volume_ml=18_000_000),), seed=3)
     gauge.start()
-    host = ServerThread(db)
+    host = ServerThread(store_url)
     config = write_config(tmp_path / "gateway.json", {
         "gateway_id": gateway_id,
         "host": {"address": "127.0.0.1", "port": host.port, "tls": False},
@@ -460,7 +628,7 @@ def test_the_whole_gateway_uploads_to_the_ingest_and_obeys_its_commands(tmp_path
         "watchdog": {"timeout_ms": 20000, "checkin_ms": 10000},
     })
     gateway = start_gateway(config, device_image)
-    reader = open_store(db)
+    reader = open_store(store_url)
     try:
         wait_until(lambda: gateway_id in host.server.connected(), 60, "the gateway's session")
 
@@ -510,7 +678,7 @@ def test_the_whole_gateway_uploads_to_the_ingest_and_obeys_its_commands(tmp_path
 
 def _start_host(db, port, *options):
     process = subprocess.Popen(
-        [sys.executable, "-m", "meterseal.host.ingest", "--db", str(db), "--port", str(port),
+        [sys.executable, "-m", "meterseal.host.ingest", "--db", db, "--port", str(port),
          *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = process.stdout.readline()
@@ -518,7 +686,7 @@ def _start_host(db, port, *options):
     return process
 
 
-def test_host_killed_in_the_middle_of_uploads_loses_and_duplicates_nothing(tmp_path,
+def test_host_killed_in_the_middle_of_uploads_loses_and_duplicates_nothing(tmp_path, store_url,
                                                                           device_image):
     """The host runs as its own process and is SIGKILLed twice while the real MicroPython
     uplink client uploads a backlog of 240 records in batches of 16 (the host's rate limit keeps
@@ -526,8 +694,7 @@ def test_host_killed_in_the_middle_of_uploads_loses_and_duplicates_nothing(tmp_p
     acknowledged. The store ends with seq 0..239 exactly once, and nothing else."""
     total, secret = 240, generate_secret()
     key = SoftwareSigner(secret)
-    db = tmp_path / "meterseal.db"
-    with open_store(db) as store:
+    with open_store(store_url) as store:
         provision(store, GW, key.public_key())
     maker = RecordMaker(GW, key)
     journal = tmp_path / "journal.bin"
@@ -539,19 +706,19 @@ def test_host_killed_in_the_middle_of_uploads_loses_and_duplicates_nothing(tmp_p
         "backoff_max_ms": 400, "poll_ms": 10, "deadline_ms": 90000,
     })
     options = ("--max-records-per-s", "60")
-    host = _start_host(db, port, *options)
+    host = _start_host(store_url, port, *options)
     gateway = subprocess.Popen(
         [micropython.micropython_command(), str(Path(__file__).parent / "ingest_gateway_mpy.py"),
          str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(os.environ, MICROPYPATH=f"{device_image}:.frozen"))
-    reader = open_store(db)
+    reader = open_store(store_url)
     try:
         for crash_after in (40, 120):
             wait_until(lambda: len(accepted_seqs(reader)) >= crash_after, 60,
                        f"{crash_after} records stored")
             host.send_signal(signal.SIGKILL)
             host.wait(10)
-            host = _start_host(db, port, *options)
+            host = _start_host(store_url, port, *options)
         output, _ = gateway.communicate(timeout=120)
     finally:
         for process in (gateway, host):

@@ -1,12 +1,15 @@
 """Chain findings and quarantined records become alerts as the ingest stores them: a real ingest
-server on 127.0.0.1, a real SQLite store, frames built by hand from a real gateway key."""
+server on 127.0.0.1 over each storage backend (a SQLite file, a PostgreSQL database), frames
+built by hand from a real gateway key."""
 
+from meterseal.host import software_ids
+from meterseal.host.simulated_gateway import SOFTWARE, START_WALL_MS, RecordMaker
 from meterseal.host.storage import open_store
 from meterseal.protocol import cose
 from meterseal.protocol import uplink as wire
 
-from ingest_site import START_WALL_MS, RecordMaker, new_signer
-from test_ingest import GW, _corpus_run, db, key, registered  # noqa: F401 (fixtures)
+from ingest_site import new_signer
+from test_ingest import GW, _corpus_run, key, registered  # noqa: F401 (fixtures)
 
 
 def upload(db, key, batches, **config):
@@ -136,3 +139,46 @@ def test_a_replay_raises_no_alert(registered, key):
     assert (alert.rule, alert.occurrences) == ("verify.bad_signature", 1)
     with open_store(registered) as store:
         assert {f.kind for f in store.findings(GW)} == {"replay"}
+
+
+def test_a_key_rotation_announcing_no_p256_key_is_a_high_alert_citing_it(registered, key):
+    maker = RecordMaker(GW, key)
+    announced = b"\x04" + b"\x01" * 64  # (1, 1) is no point of P-256
+    batch = [maker.make(), maker.make(body={"event_type": "key_rotated",
+                                            "new_public_key": announced}, event_count=1)]
+    (alert,) = upload(registered, key, [batch, batch])  # the resend, a replay, raises nothing
+    assert (alert.rule, alert.severity, alert.score, alert.occurrences) == (
+        "verify.invalid_rotated_key", "high", 0.7, 1)
+    assert alert.evidence_record_ids == record_ids(registered, 1)
+    explains(alert, "0401010101010101", cose.kid_for(key.public_key()).hex()[:16], GW)
+    assert "(seq 1)" in alert.explanation_en and "（序号1）" in alert.explanation_zh
+    assert "not a P-256 public key" in alert.explanation_en
+    assert alert.parameters["seqs"] == [1]
+    assert alert.parameters["announced_public_keys"] == [announced.hex()]
+
+
+def _register_software(db, software_id):
+    with open_store(db) as store:
+        store.registry.set_gateway_software(GW, software_id)
+
+
+def test_records_of_unregistered_software_are_a_high_alert_and_registered_software_is_not(
+        registered, key):
+    reported = software_ids.software_id(SOFTWARE["software_name"], SOFTWARE["software_version"],
+                                        SOFTWARE["software_digest"])
+    maker = RecordMaker(GW, key)
+    _register_software(registered, reported)
+    assert upload(registered, key, [maker.batch(3)]) == []
+
+    expected = "meterseal-gw 0.1.1 sha256:" + "ab" * 32
+    _register_software(registered, expected)  # the registry now expects another build
+    (alert,) = upload(registered, key, [maker.batch(2)])
+    assert (alert.rule, alert.severity) == ("registry.unexpected_software", "high")
+    assert alert.evidence_record_ids == record_ids(registered, 3, 4)
+    assert alert.parameters == {"seqs": [3, 4], "registered_software_id": expected,
+                                "reported_software_ids": [reported]}
+    explains(alert, expected, reported, "3, 4")
+
+
+def test_a_gateway_without_registered_software_is_not_checked(registered, key):
+    assert upload(registered, key, [RecordMaker(GW, key).batch(3)]) == []

@@ -854,3 +854,14 @@ def test_the_documented_example_is_what_the_code_encodes():
     text = DOC.read_text(encoding="utf-8")
     hex_block = re.search(r"<!-- example-hex -->\n```\n([0-9a-f\n]+)```", text).group(1)
     assert bytes.fromhex(hex_block.replace("\n", "")) == records.encode(example("fuel.sale"))
+
+
+@pytest.mark.parametrize("value, accepted", [("GW-0001", True), ("a" * 32, True), ("", False),
+                                             ("a" * 33, False), ("GW\x00A", False),
+                                             ("GW A", False), ("网关", False), (7, False)])
+def test_a_header_value_met_outside_a_record_gets_the_schemas_own_check(value, accepted):
+    if accepted:
+        assert records.check_header_value("gateway_id", value) == value
+    else:
+        with pytest.raises(RecordError, match="gateway_id: must be 1..32 characters"):
+            records.check_header_value("gateway_id", value)

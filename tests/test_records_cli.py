@@ -1,22 +1,24 @@
 """`meterseal records` and `meterseal status` print exactly what a store prepared here holds:
-records verified with a real key, a quarantined forgery, a gap finding and two alerts."""
+records verified with a real key, a quarantined forgery, a gap finding and two alerts. Each runs
+on both backends, `--db` naming the database by URL (sqlite:///PATH, postgresql://...)."""
 
 import json
 
 import pytest
 
 from meterseal.host import cli, verify
+from meterseal.host.simulated_gateway import START_WALL_MS, RecordMaker, provision
 from meterseal.host.storage import NewFinding, open_store
 from meterseal.protocol import cose
 
-from ingest_site import START_WALL_MS, RecordMaker, new_signer, provision
+from ingest_site import new_signer
 
 GW = "GW-A"
 RECEIVED_MS = START_WALL_MS + 60_000
 
 
 @pytest.fixture
-def db(tmp_path):
+def db(store_url):
     """Seq 0..4 of GW-A (seq 2 a fuel sale), a forged seq 5, a gap 6..7 and two open alerts."""
     key = new_signer()
     keyring = verify.Keyring()
@@ -31,7 +33,7 @@ def db(tmp_path):
     forged = bytearray(maker.make())
     forged[-1] ^= 1
     envelopes.append(bytes(forged))
-    with open_store(tmp_path) as store:
+    with open_store(store_url) as store:
         provision(store, GW, key.public_key())
         provision(store, "GW-B", new_signer().public_key())
         store.ingest_batch(GW, [(e, keyring.verify(e, RECEIVED_MS)) for e in envelopes],
@@ -39,7 +41,7 @@ def db(tmp_path):
         for rule, severity in (("chain.gap", "medium"), ("verify.bad_signature", "critical")):
             store.alerts.raise_alert(GW, None, rule, severity, 0.5, "why", "为何", [1], {},
                                      seen_at_ms=RECEIVED_MS)
-    return str(tmp_path)
+    return store_url
 
 
 def meterseal(capsys, *argv):

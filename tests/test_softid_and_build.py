@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from meterseal.firmware import softid
-from meterseal.host import cli, gateway_cli
+from meterseal.host import cli, gateway_cli, software_ids
 from meterseal.hil import micropython
 
 SCRIPTS = Path(__file__).parent / "mpy"
@@ -35,7 +35,7 @@ def _reported(image):
     result = micropython.run(SCRIPTS / "softid_report.py", image)
     assert result.returncode == 0, result.stdout + result.stderr
     name, version, digest = result.stdout.split()
-    return gateway_cli.software_id(name, version, bytes.fromhex(digest))
+    return software_ids.software_id(name, version, bytes.fromhex(digest))
 
 
 def _image_copy(device_image, tmp_path, main_source=None):

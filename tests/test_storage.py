@@ -27,6 +27,8 @@ GATEWAY = "GW-3301-0042"
 KEY = SoftwareSigner(RFC_KEY)
 KID = cose.kid_for(KEY.public_key())
 KEYRING = {KID: verify.load_public_key(KEY.public_key())}
+# 65 bytes, uncompressed SEC1 in form, but (1, 1) is no point of P-256.
+OFF_THE_CURVE = b"\x04" + b"\x01" * 64
 START_MS = 1767225600000
 RECEIVED_MS = 1767230000000
 ALL_VERSIONS = [migration.version for migration in migrations.MIGRATIONS]
@@ -285,20 +287,19 @@ def test_items_no_verifier_produces_are_refused_before_anything_is_stored(store)
 def test_a_batch_that_fails_midway_leaves_nothing(store, monkeypatch):
     ingest(store, CHAIN[:2])
     state = store.ingest_state(GATEWAY)
-    real = store._ingest_row
+    real = store._insert_records
     calls = []
 
-    def fail_at_the_third_item(row, held, now):
-        calls.append(row["seq"])
-        if len(calls) == 3:
-            raise RuntimeError("host killed midway")
-        return real(row, held, now)
+    def fail_once_the_records_are_written(rows):
+        calls.append([row["seq"] for row in rows])
+        real(rows)
+        raise RuntimeError("host killed midway")
 
-    monkeypatch.setattr(store, "_ingest_row", fail_at_the_third_item)
+    monkeypatch.setattr(store, "_insert_records", fail_once_the_records_are_written)
     gap = NewFinding("gap", 7, 7, {"missing": [7]})
     with pytest.raises(RuntimeError, match="host killed midway"):
         ingest(store, CHAIN[2:6] + CHAIN[8:9], findings=[gap])
-    assert calls == [2, 3, 4]
+    assert calls == [[2, 3, 4, 5, 8]]
     assert [r.seq for r in store.records(GATEWAY).items] == [0, 1]
     assert store.ingest_state(GATEWAY) == state and store.findings(GATEWAY) == []
     monkeypatch.undo()
@@ -489,6 +490,64 @@ def test_a_data_directory_holds_meterseal_db(tmp_path):
         assert [r.envelope for r in store.records(GATEWAY).items] == CHAIN[:1]
 
 
+
+# For what only a PostgreSQL server does (end a session); conftest's store_url gives that alone.
+postgresql_only = pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+
+
+def end_other_sessions(url):
+    """End every other client session of the PostgreSQL database at ``url``, as a server restart
+    or a failover would (pg_terminate_backend, waiting until each process is gone); returns how
+    many there were."""
+    backend = open_backend(url)
+    try:
+        ended = backend.query(
+            "SELECT pg_terminate_backend(pid, 10000) AS ended FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend'")
+    finally:
+        backend.close()
+    assert all(row["ended"] for row in ended), "a session outlived pg_terminate_backend"
+    return len(ended)
+
+
+@postgresql_only
+def test_a_dropped_postgresql_session_fails_the_call_that_meets_it_and_the_next_reconnects(
+        store, store_url, postgres_server):
+    registry = store.registry
+    registry.add_site("S-1", "Riverside station")
+    # From now on the database's default is off: only a session that sets it again has it on.
+    postgres_server.admin(f"ALTER DATABASE {store_url.rsplit('/', 1)[1]} "
+                          "SET synchronous_commit = off")
+
+    # A read: the one that meets the dropped session fails, the next one opens a new session.
+    assert end_other_sessions(store_url) == 1
+    with pytest.raises(StorageError, match="terminating connection") as raised:
+        registry.sites()
+    assert "\n" not in str(raised.value)
+    assert [site.site_id for site in registry.sites()] == ["S-1"]
+    assert store.settings() == {"synchronous_commit": "on"}
+
+    # A write transaction: the one that meets it raises and stores nothing; the next commits.
+    end_other_sessions(store_url)
+    with pytest.raises(StorageError, match="terminating connection"):
+        registry.add_site("S-2", "Market hall")
+    registry.add_site("S-3", "Harbour")
+    assert [site.site_id for site in registry.sites()] == ["S-1", "S-3"]
+
+    # Inside a snapshot nothing reconnects: a new session would not share the snapshot's view.
+    with pytest.raises(StorageError, match="the connection is closed"):  # its COMMIT
+        with store.snapshot():
+            registry.sites()
+            end_other_sessions(store_url)
+            with pytest.raises(StorageError, match="terminating connection"):
+                registry.sites()
+            with pytest.raises(StorageError, match="the connection is closed"):
+                registry.sites()
+    assert [site.site_id for site in registry.sites()] == ["S-1", "S-3"]
+    assert store.settings() == {"synchronous_commit": "on"}
+
+
 @pytest.mark.parametrize("target, message", [
     ("mysql://meter:s3cret@127.0.0.1/meterseal", "unsupported database URL scheme 'mysql'"),
     ("sqlite://relative.db", "must be sqlite:///ABSOLUTE/PATH"),
@@ -570,6 +629,8 @@ def test_the_registry_refuses_what_would_make_it_inconsistent(store):
         (lambda: registry.add_key(GATEWAY, KEY.public_key(), 0),
          f"key {KID.hex()} is already registered"),
         (lambda: registry.add_key(GATEWAY, b"\x04" + bytes(10), 0), "public key must be 65"),
+        (lambda: registry.add_key(GATEWAY, OFF_THE_CURVE, 0),
+         f"gateway {GATEWAY}: public key {OFF_THE_CURVE.hex()} is not a P-256 point"),
         (lambda: registry.add_key(GATEWAY, other_key, 0, replaces_kid=b"\x01" * 32),
          f"key {'01' * 32} is not registered for gateway {GATEWAY}"),
         (lambda: registry.revoke_key(b"\x02" * 32, 0), f"key {'02' * 32} is not registered"),

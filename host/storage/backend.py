@@ -7,7 +7,8 @@ Backend and provides:
 - ``ddl_types``: the SQL for ``{blob}`` and ``{id}`` in migrations;
 - ``begin_snapshot``: the statement that opens a consistent, read-only view;
 - ``_run(sql, params, fetch)``: run one statement, returning its rows as dicts when ``fetch``,
-  and turning the driver's errors into StorageError;
+  and turning the driver's errors into StorageError; ``query_each`` and ``insert_each`` may be
+  overridden too;
 - ``transaction()``: a write transaction, committed on success and rolled back on any
   exception;
 - ``lock_schema()``: inside a transaction, keep other processes from migrating at once;
@@ -26,6 +27,17 @@ class Backend:
 
     def query(self, sql, params=()):
         return self._run(sql, params, True)
+
+    def query_each(self, sql, param_rows):
+        """Run ``sql`` once per parameter row; every row it returned, in that order. A backend
+        with a cheaper way to send many (PostgreSQL's pipeline) overrides this."""
+        return [row for params in param_rows for row in self._run(sql, params, True)]
+
+    def insert_each(self, sql, param_rows, id_column):
+        """Run the INSERT ``sql`` once per parameter row; the ``id_column`` value (an ``{id}``
+        column) the database gave each row, in that order. SQLite overrides this."""
+        return [row[id_column] for row in
+                self.query_each(f"{sql} RETURNING {id_column}", param_rows)]
 
     @contextmanager
     def snapshot(self):

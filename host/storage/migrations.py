@@ -206,7 +206,13 @@ _ALERTS = Migration(3, "alerts, their evidence, notes and transitions; the audit
     )""",
 ))
 
-MIGRATIONS = (_REGISTRY, _RECORDS, _ALERTS)
+# The software id an installer registered for the gateway (its provisioning request's), which the
+# ingest compares with what each record says signed it (docs/ingest.md, "Software").
+_GATEWAY_SOFTWARE = Migration(4, "gateways: registered software id", (
+    "ALTER TABLE gateways ADD COLUMN software_id TEXT",
+))
+
+MIGRATIONS = (_REGISTRY, _RECORDS, _ALERTS, _GATEWAY_SOFTWARE)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _CREATE_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

@@ -2,14 +2,15 @@
 
 What an authorised installer registers (DESIGN.md section 7). Each change is one transaction
 and refuses, with a message naming the id, what would leave the registry inconsistent: a
-duplicate, a reference to something unregistered, a key revoked twice.
+duplicate, a reference to something unregistered, a key revoked twice, a key that is not a
+P-256 public key.
 """
 
 import time
 from dataclasses import astuple
 
+from meterseal.host import verify
 from meterseal.protocol import cose
-from meterseal.protocol.errors import COSEError
 
 from .errors import StorageError
 from .migrations import DEVICE_TYPES, GATEWAY_STATUSES
@@ -61,7 +62,8 @@ class Registry:
     def sites(self):
         return self._rows(Site, "ORDER BY site_id")
 
-    def add_gateway(self, gateway_id, serial, site_id, status="active", registered_at_ms=None):
+    def add_gateway(self, gateway_id, serial, site_id, status="active", registered_at_ms=None,
+                    software_id=None):
         _one_of("gateway status", status, GATEWAY_STATUSES)
         if registered_at_ms is None:
             registered_at_ms = int(time.time() * 1000)
@@ -69,8 +71,15 @@ class Registry:
             self._require(f"site {site_id}", "sites", site_id=site_id)
             if self._exists("gateways", serial=serial):
                 raise StorageError(f"a gateway with serial {serial} is already registered")
-            return self._insert(Gateway(gateway_id, serial, site_id, status, registered_at_ms),
-                                f"gateway {gateway_id}")
+            return self._insert(Gateway(gateway_id, serial, site_id, status, registered_at_ms,
+                                        software_id), f"gateway {gateway_id}")
+
+    def set_gateway_software(self, gateway_id, software_id):
+        """Register the software id the gateway runs from now on (an authorised update)."""
+        with self._backend.transaction():
+            self._require(f"gateway {gateway_id}", "gateways", gateway_id=gateway_id)
+            self._backend.execute("UPDATE gateways SET software_id = ? WHERE gateway_id = ?",
+                                  (software_id, gateway_id))
 
     def set_gateway_status(self, gateway_id, status):
         _one_of("gateway status", status, GATEWAY_STATUSES)
@@ -91,14 +100,16 @@ class Registry:
     # --- keys -----------------------------------------------------------------------------------
 
     def add_key(self, gateway_id, public_key, valid_from_ms, replaces_kid=None):
-        """Register a gateway's public key (65-byte uncompressed SEC1); its kid is derived.
-        ``replaces_kid`` records a rotation: the old key names this one as its successor and
-        stays valid for what it signed before."""
+        """Register a gateway's public key (65-byte uncompressed SEC1, a point of P-256); its
+        kid is derived. ``replaces_kid`` records a rotation: the old key names this one as its
+        successor and stays valid for what it signed before."""
         public_key = bytes(public_key)
         try:
-            kid = cose.kid_for(public_key)
-        except COSEError as exc:
-            raise StorageError(f"gateway {gateway_id}: {exc}") from exc
+            verify.load_public_key(public_key)  # a key that verifies nothing locks the gateway out
+        except ValueError as exc:
+            raise StorageError(f"gateway {gateway_id}: public key {public_key.hex()} is not a "
+                               f"P-256 point ({exc})") from None
+        kid = cose.kid_for(public_key)
         with self._backend.transaction():
             self._require(f"gateway {gateway_id}", "gateways", gateway_id=gateway_id)
             if replaces_kid is not None:

@@ -35,6 +35,7 @@ class Gateway:
     site_id: str
     status: str
     registered_at_ms: int
+    software_id: str | None = None  # as registered (software_ids.software_id); None: not given
 
 
 @dataclass(frozen=True)

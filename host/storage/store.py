@@ -18,6 +18,8 @@ from .rows import (DEFAULT_PAGE_SIZE, ChainFinding, Fork, IngestResult, IngestSt
 
 # Envelopes looked up per query: far below either database's limit on parameters.
 _LOOKUP_CHUNK = 500
+# Seqs read per query when following the chain's contiguous run.
+_RUN_PAGE = 1000
 
 _RECORD_COLUMNS = columns(StoredRecord)
 _STATE_COLUMNS = columns(IngestState)
@@ -93,7 +95,7 @@ class Store:
         finding_values = [_finding_values(index, f) for index, f in enumerate(findings)]
         with self._backend.transaction():
             held = self._held(gateway_id, rows)
-            results = [self._ingest_row(row, held, now) for row in rows]
+            results = self._store_rows(rows, held, now)
             for kind, first_seq, last_seq, detail in finding_values:
                 self._add_finding(gateway_id, kind, first_seq, last_seq, detail, now)
             stored = [row for row, result in zip(rows, results) if result.outcome == ingest.STORED]
@@ -103,55 +105,89 @@ class Store:
         return results
 
     def _held(self, gateway_id, rows):
-        """What the database already holds of a batch, in two lookups per chunk rather than
-        two per record: {envelope_sha256: (record_id, quarantined)} and, of the gateway's
-        chain, {seq: record_id}. (Only accepted rows have a seq to look up, and an accepted row
-        always names the gateway that sent it.)"""
+        """What the database already holds of a batch, in one lookup per chunk rather than two
+        per record: {envelope_sha256: (record_id, quarantined)} and, of the gateway's chain,
+        {seq: record_id}. (Only accepted rows have a seq to look up, and an accepted row always
+        names the gateway that sent it.)"""
         by_sha256, by_seq = {}, {}
         digests = [row["envelope_sha256"] for row in rows]
         seqs = [row["seq"] for row in rows if not row["quarantined"]]
         for start in range(0, len(digests), _LOOKUP_CHUNK):
-            chunk = digests[start:start + _LOOKUP_CHUNK]
-            for found in self._backend.query(
-                "SELECT record_id, quarantined, envelope_sha256 FROM records"
-                f" WHERE envelope_sha256 IN ({', '.join('?' * len(chunk))})", chunk,
-            ):
-                by_sha256[found["envelope_sha256"]] = (found["record_id"],
-                                                       bool(found["quarantined"]))
-        for start in range(0, len(seqs), _LOOKUP_CHUNK):
-            chunk = seqs[start:start + _LOOKUP_CHUNK]
-            for found in self._backend.query(
-                "SELECT record_id, seq FROM records WHERE gateway_id = ?"
-                f" AND seq IN ({', '.join('?' * len(chunk))}) AND NOT quarantined",
-                (gateway_id, *chunk),
-            ):
-                by_seq[found["seq"]] = found["record_id"]
+            digest_chunk, seq_chunk = (digests[start:start + _LOOKUP_CHUNK],
+                                       seqs[start:start + _LOOKUP_CHUNK])
+            # Both lookups in one statement (a round trip less to a PostgreSQL server): found
+            # by digest, a row comes with no seq; found in the chain, always with one. (There
+            # are never more seqs than digests, so this loop reaches every seq too.)
+            sql = ("SELECT record_id, quarantined, envelope_sha256, NULL AS seq FROM records"
+                   f" WHERE envelope_sha256 IN ({', '.join('?' * len(digest_chunk))})")
+            params = list(digest_chunk)
+            if seq_chunk:
+                sql += (" UNION ALL SELECT record_id, quarantined, NULL, seq FROM records"
+                        f" WHERE gateway_id = ? AND seq IN ({', '.join('?' * len(seq_chunk))})"
+                        " AND NOT quarantined")
+                params += [gateway_id, *seq_chunk]
+            for found in self._backend.query(sql, params):
+                if found["seq"] is None:
+                    by_sha256[found["envelope_sha256"]] = (found["record_id"],
+                                                           bool(found["quarantined"]))
+                else:
+                    by_seq[found["seq"]] = found["record_id"]
         return by_sha256, by_seq
 
-    def _ingest_row(self, row, held, now):
-        """Store one row unless it is a replay; ``held`` (from _held) is kept up to date."""
+    def _store_rows(self, rows, held, now):
+        """Store each row unless it is a replay, in arrival order; returns one IngestResult per
+        row. New rows are queued and inserted together (insert_each: one round trip to a
+        PostgreSQL server rather than one per row); the queue is flushed first whenever a row
+        needs the id of a queued one (a repeat or a fork of a record of this very batch, which
+        is rare). ``held`` (from _held) is kept up to date: a record id of None in it means
+        queued, not yet inserted."""
         by_sha256, by_seq = held
-        digest = row["envelope_sha256"]
-        if digest in by_sha256:
-            record_id, quarantined = by_sha256[digest]
-            where = " (in quarantine)" if quarantined else ""
-            return IngestResult(ingest.REPLAY, record_id,
-                                f"identical envelope already stored as record {record_id}{where}")
-        if row["quarantined"]:
-            result = IngestResult(ingest.QUARANTINED, self._insert_record(row), row["detail"])
-        elif row["seq"] in by_seq:
-            result = self._keep_fork(row, by_seq[row["seq"]], now)
-        else:
-            result = IngestResult(ingest.STORED, self._insert_record(row), "")
-            by_seq[row["seq"]] = result.record_id
-        by_sha256[digest] = (result.record_id, result.outcome != ingest.STORED)
-        return result
+        results, queued = [], []
+
+        def flush():
+            record_ids = self._insert_records([rows[index] for index in queued])
+            for index, record_id in zip(queued, record_ids):
+                row, (outcome, detail) = rows[index], results[index]
+                results[index] = IngestResult(outcome, record_id, detail)
+                by_sha256[row["envelope_sha256"]] = (record_id, outcome != ingest.STORED)
+                if outcome == ingest.STORED:
+                    by_seq[row["seq"]] = record_id
+            queued.clear()
+
+        for index, row in enumerate(rows):
+            digest = row["envelope_sha256"]
+            if digest in by_sha256:
+                if by_sha256[digest][0] is None:
+                    flush()
+                record_id, quarantined = by_sha256[digest]
+                where = " (in quarantine)" if quarantined else ""
+                results.append(IngestResult(
+                    ingest.REPLAY, record_id,
+                    f"identical envelope already stored as record {record_id}{where}"))
+                continue
+            if row["quarantined"]:
+                outcome, detail = ingest.QUARANTINED, row["detail"]
+            elif row["seq"] in by_seq:
+                if by_seq[row["seq"]] is None:
+                    flush()
+                result = self._keep_fork(row, by_seq[row["seq"]], now)
+                by_sha256[digest] = (result.record_id, True)
+                results.append(result)
+                continue
+            else:
+                outcome, detail = ingest.STORED, ""
+                by_seq[row["seq"]] = None
+            by_sha256[digest] = (None, outcome != ingest.STORED)
+            queued.append(index)
+            results.append((outcome, detail))  # an IngestResult once flushed
+        flush()
+        return results
 
     def _keep_fork(self, row, stored_id, now):
         gateway_id, seq = row["gateway_id"], row["seq"]
         detail = (f"fork: seq {seq} of gateway {gateway_id} is already held by record "
                   f"{stored_id}, whose envelope differs; both are kept")
-        twin_id = self._insert_record(dict(row, quarantined=True, detail=detail))
+        (twin_id,) = self._insert_records([dict(row, quarantined=True, detail=detail)])
         self._backend.execute(
             "INSERT INTO forks (gateway_id, seq, stored_record_id, twin_record_id, first_seen_ms)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -168,14 +204,15 @@ class Store:
                           now)
         return IngestResult(ingest.FORK, twin_id, detail)
 
-    def _insert_record(self, row):
-        names = ", ".join(row)
-        marks = ", ".join("?" * len(row))
-        (inserted,) = self._backend.query(
-            f"INSERT INTO records ({names}) VALUES ({marks}) RETURNING record_id",
-            tuple(row.values()),
-        )
-        return inserted["record_id"]
+    def _insert_records(self, rows):
+        """Insert ``rows`` (record_row dicts, all with the same columns) in this order; returns
+        their record ids in the same order."""
+        if not rows:
+            return []
+        names = ", ".join(rows[0])
+        marks = ", ".join("?" * len(rows[0]))
+        return self._backend.insert_each(f"INSERT INTO records ({names}) VALUES ({marks})",
+                                         [tuple(row.values()) for row in rows], "record_id")
 
     def _add_finding(self, gateway_id, kind, first_seq, last_seq, detail, now):
         # The same finding reported again (a resent batch, a restarted verifier) keeps its
@@ -193,7 +230,8 @@ class Store:
         highest = (newest["seq"], newest["envelope_sha256"], newest["boot_epoch"])
         if state is not None and state.highest_seq > newest["seq"]:
             highest = (state.highest_seq, state.highest_seq_sha256, state.last_boot_epoch)
-        contiguous = self._contiguous_seq(gateway_id, state.contiguous_seq if state else None)
+        contiguous = self._contiguous_seq(gateway_id, state,
+                                          sorted(row["seq"] for row in stored))
         self._backend.execute(
             f"INSERT INTO gateway_ingest_state ({_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (gateway_id) DO UPDATE SET contiguous_seq = excluded.contiguous_seq,"
@@ -203,22 +241,27 @@ class Store:
             (gateway_id, contiguous, *highest, now),
         )
 
-    def _contiguous_seq(self, gateway_id, held):
-        """The end of the run of accepted seqs that starts at 0, given that it reached ``held``."""
-        start = 0 if held is None else held + 1
-        if not self._backend.query(
-            "SELECT 1 AS present FROM records WHERE gateway_id = ? AND seq = ? AND NOT quarantined",
-            (gateway_id, start),
-        ):
-            return held
-        (end,) = self._backend.query(
-            "SELECT r.seq FROM records r WHERE r.gateway_id = ? AND r.seq >= ?"
-            " AND NOT r.quarantined AND NOT EXISTS (SELECT 1 FROM records n"
-            " WHERE n.gateway_id = r.gateway_id AND n.seq = r.seq + 1 AND NOT n.quarantined)"
-            " ORDER BY r.seq LIMIT 1",
-            (gateway_id, start),
-        )
-        return end["seq"]
+    def _contiguous_seq(self, gateway_id, state, stored_seqs):
+        """The end of the run of accepted seqs that starts at 0, now that the batch stored
+        ``stored_seqs`` (ascending) onto ``state``. In the usual case the run had reached the
+        highest seq held and the batch carries it on without a hole: nothing above the batch is
+        held, so its last seq is the end. Otherwise the seqs above the run's old end are read
+        in order, a page at a time, up to the first hole (a range scan of the chain's index)."""
+        held = None if state is None else state.contiguous_seq
+        end = -1 if held is None else held
+        if ((state is None or held == state.highest_seq) and stored_seqs[0] == end + 1
+                and stored_seqs[-1] == end + len(stored_seqs)):  # distinct seqs, so no hole
+            return stored_seqs[-1]
+        while True:
+            page = self._backend.query(
+                "SELECT seq FROM records WHERE gateway_id = ? AND seq > ? AND NOT quarantined"
+                " ORDER BY seq LIMIT ?", (gateway_id, end, _RUN_PAGE))
+            for row in page:
+                if row["seq"] != end + 1:
+                    return held if end == -1 else end
+                end += 1
+            if len(page) < _RUN_PAGE:
+                return held if end == -1 else end
 
     def _resolve_gaps(self, gateway_id, now):
         """Mark resolved each open gap finding whose every seq has now arrived."""

@@ -131,4 +131,14 @@ for payload in (b"\xff", b"\xa1\x01", b"\x80", b"\xa1\x01\x02", b""):
     else:
         raise AssertionError(payload)
 
+# A header value met outside a record (a HELLO's gateway_id) gets the same check.
+assert records.check_header_value("gateway_id", "GW-0001") == "GW-0001"
+for bad in ("", "GW\x00A", "GW A", "a" * 33, 7):
+    try:
+        records.check_header_value("gateway_id", bad)
+    except RecordError as error:
+        assert error.field == "gateway_id", error.field
+    else:
+        raise AssertionError(bad)
+
 print("PASS records_checks")

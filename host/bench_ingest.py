@@ -1,0 +1,518 @@
+"""`meterseal bench`, the ingest part: the host budgets of DESIGN.md section 10, measured through
+the real path (docs/ingest.md, "Performance").
+
+The host is the real ingest server, ``python -m meterseal.host.ingest``, listening on 127.0.0.1
+and pinned to one core. This process is the load: simulated gateways (simulated_gateway.py),
+each with its own key and registry entry, speaking the framed uplink over loopback from the
+other core(s). Every count is fixed and every wait bounded.
+
+- Throughput: several gateways upload fuel-sale records, pre-signed and chained, in RECORDS
+  batches as full as a gateway makes them, each waiting for its ACK (which the host sends only
+  after the commit) before the next. Records ACKed per second, of wall time and of the host's
+  CPU time, as ratios of the bare `cryptography` P-256 verify rate measured on the host's core
+  in the same run. Afterwards the store must hold every record sent exactly once, verified.
+- Connections: gateways that complete the handshake and stay connected, each answering a PING
+  once all are in, and the host's resident memory per connection.
+- Alert latency: a record with a forged signature, from the moment it is written to the socket
+  until the alert it raises is listed by ``store.alerts.ranked`` (polled from this process, on
+  its own connection to the database).
+"""
+
+import asyncio
+import os
+import resource
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from meterseal.firmware import p256, signer
+from meterseal.host import verify
+from meterseal.host.simulated_gateway import RecordMaker, UplinkSession, provision
+from meterseal.host.storage import open_store, scratch_postgres
+from meterseal.protocol import cose
+from meterseal.protocol import uplink as wire
+
+# Bounded waits: a host that has not answered by then has failed (its log says why).
+_HOST_START_TIMEOUT_S = 30
+_HOST_STOP_TIMEOUT_S = 30
+_ANSWER_TIMEOUT_S = 30
+# Handshakes in flight at once: a thousand at the same instant could outlast the host's
+# handshake_timeout_s while it works through them; this many never does.
+_HANDSHAKE_WAVE = 100
+# How often the alert poller asks the store: the latency's resolution.
+_ALERT_POLL_S = 0.001
+# The host's per-connection rate limit (max_records_per_s) is lifted: the throughput figure is
+# what the host can do, not what it lets one gateway do.
+_UNLIMITED_RECORDS_PER_S = 1e9
+# File descriptors the bench process needs beside one per held connection.
+_SPARE_FDS = 64
+_BAD_SIGNATURE_RULE = "verify.bad_signature"
+
+
+class BenchError(OSError):
+    """A step of the ingest benchmark failed; the message is the one line the user sees (the
+    CLI prints an OSError that way)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The fixed counts of one run."""
+
+    gateways: int = 16
+    records_per_gateway: int = 640
+    batch_records: int = wire.MAX_BATCH_RECORDS
+    connections: int = 5000  # DESIGN.md section 10: 5,000 gateways per host process
+    alert_trials: int = 20
+    rounds: int = 3  # passes over the sample for the bare verify rate
+    postgres: bool = True
+
+    def __post_init__(self):
+        for name in ("gateways", "records_per_gateway", "batch_records", "connections",
+                     "alert_trials", "rounds"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"{name.replace('_', ' ')} must be at least 1, "
+                                 f"got {getattr(self, name)}")
+
+
+@dataclass
+class LoadGateway:
+    """One simulated gateway of the throughput load: its key, and its RECORDS frames encoded in
+    advance with the seq each ACK must name."""
+
+    gateway_id: str
+    key: signer.SoftwareSigner
+    frames: list = field(default_factory=list)  # (frame, last seq, records in it)
+
+    def add_batch(self, envelopes, last_seq):
+        frame = bytes(wire.encode(wire.RECORDS, {"envelopes": envelopes}))
+        self.frames.append((frame, last_seq, len(envelopes)))
+
+    @property
+    def records(self):
+        return sum(count for _, _, count in self.frames)
+
+
+# --- the load, signed in advance ----------------------------------------------------------------
+
+
+def _sale(maker, index):
+    """The next fuel sale of ``maker``'s gateway: a realistic size, with a flow profile."""
+    volume_ml = 20000 + (index * 7919) % 40000
+    points = 12
+    profile = [volume_ml // points] * points
+    profile[-1] += volume_ml - sum(profile)
+    end_ms = maker.wall_time_ms
+    totalizer_ml = 100000000 + index * 60000
+    return maker.make(kind="fuel.sale", device={"dispenser_address": 0x50 + index % 4,
+                                                "nozzle": 1 + index % 2}, body={
+        "grade": 95, "volume_ml": volume_ml, "unit_price_minor_per_kl": 164500,
+        "amount_minor": volume_ml * 164500 // 1000000, "start_wall_time_ms": end_ms - 60000,
+        "end_wall_time_ms": end_ms, "duration_ms": 60000, "totalizer_start_ml": totalizer_ml,
+        "totalizer_end_ml": totalizer_ml + volume_ml, "flow_interval_ms": 5000,
+        "flow_profile_ml": profile, "end_status": "completed",
+    })
+
+
+def new_keys(count):
+    """``count`` gateway keys, as a gateway makes them (firmware signer, fixed-base table)."""
+    table = p256.Table()
+    return [signer.SoftwareSigner(signer.generate_secret(), table) for _ in range(count)]
+
+
+def gateway_keys(prefix, count):
+    """``count`` (gateway id, key) pairs named PREFIX-0000 on."""
+    return [(f"{prefix}-{number:04d}", key) for number, key in enumerate(new_keys(count))]
+
+
+def make_load(plan, prefix="BENCH-GW"):
+    """The throughput load: plan.gateways gateways with plan.records_per_gateway chained sales
+    each, signed and framed as a gateway batches them: up to plan.batch_records records and
+    wire.MAX_BATCH_BYTES bytes of envelopes per RECORDS."""
+    load = []
+    for gateway_id, key in gateway_keys(prefix, plan.gateways):
+        gateway = LoadGateway(gateway_id, key)
+        maker = RecordMaker(gateway_id, key)
+        batch, batch_bytes = [], 0
+        for seq in range(plan.records_per_gateway):
+            envelope = _sale(maker, seq)
+            if len(batch) == plan.batch_records or batch_bytes + len(envelope) > \
+                    wire.MAX_BATCH_BYTES:
+                gateway.add_batch(batch, seq - 1)
+                batch, batch_bytes = [], 0
+            batch.append(envelope)
+            batch_bytes += len(envelope)
+        gateway.add_batch(batch, plan.records_per_gateway - 1)
+        load.append(gateway)
+    return load
+
+
+def envelopes_of(load, limit):
+    """Up to ``limit`` envelopes of the load, read back from its frames."""
+    envelopes = []
+    for gateway in load:
+        for frame, _, _ in gateway.frames:
+            envelopes.extend(wire.decode_frame(frame)[1]["envelopes"])
+            if len(envelopes) >= limit:
+                return envelopes[:limit]
+    return envelopes
+
+
+# --- rates --------------------------------------------------------------------------------------
+
+
+def rate(operation, items, rounds, clock=time.perf_counter):
+    """Operations per second of ``clock`` (wall time by default; time.process_time for CPU
+    time) over ``rounds`` passes through ``items``."""
+    start = clock()
+    for _ in range(rounds):
+        for item in items:
+            operation(item)
+    return rounds * len(items) / (clock() - start)
+
+
+def bare_verify_rate(envelopes, public_keys, rounds, clock=time.perf_counter):
+    """The bare `cryptography` P-256 verify rate: the signature check alone, on messages and DER
+    signatures built beforehand. ``public_keys`` maps kid -> loaded key."""
+    prepared = []
+    for envelope in envelopes:
+        parsed = cose.parse_sign1(envelope)
+        r, s = parsed.signature[:32], parsed.signature[32:]
+        der = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
+        prepared.append((public_keys[parsed.kid], parsed.to_be_signed(), der))
+    algorithm = ec.ECDSA(hashes.SHA256())
+    return rate(lambda item: item[0].verify(item[2], item[1], algorithm), prepared, rounds,
+                clock)
+
+
+# --- the host process ---------------------------------------------------------------------------
+
+
+def _raise_fd_limit(needed):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise BenchError(f"{needed} file descriptors are needed and the limit is {hard} "
+                         "(ulimit -Hn): run with fewer --connections")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+class HostProcess:
+    """``python -m meterseal.host.ingest --db DB`` on 127.0.0.1, any free port, pinned to
+    ``core``; its log goes to ``log_path``."""
+
+    def __init__(self, db, core, log_path, fds=1024):
+        self.db = db
+        self.core = core
+        self.log_path = log_path
+        self.fds = fds
+        self.port = None
+        self._process = None
+
+    def _in_child(self):
+        os.sched_setaffinity(0, {self.core})
+        _raise_fd_limit(self.fds)
+
+    def start(self):
+        command = [sys.executable, "-m", "meterseal.host.ingest", "--db", str(self.db),
+                   "--port", "0", "--max-records-per-s", str(_UNLIMITED_RECORDS_PER_S)]
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
+                                             stdin=subprocess.DEVNULL, text=True,
+                                             preexec_fn=self._in_child)
+        # The one line it prints once it listens: "meterseal ingest: listening on HOST:PORT (DB)"
+        ready, _, _ = select.select([self._process.stdout], [], [], _HOST_START_TIMEOUT_S)
+        line = self._process.stdout.readline() if ready else ""
+        if "listening on" not in line:
+            self.stop()
+            raise BenchError(f"the ingest host did not start: {self._last_log_line()}")
+        self.port = int(line.split("listening on ", 1)[1].split()[0].rsplit(":", 1)[1])
+
+    def _last_log_line(self):
+        lines = Path(self.log_path).read_text(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no output"
+
+    def _proc(self, name):
+        return Path(f"/proc/{self._process.pid}/{name}").read_text()
+
+    def rss_bytes(self):
+        for line in self._proc("status").splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise BenchError("the host's resident memory is not in /proc")
+
+    def cpu_s(self):
+        """User and system CPU time the host has used so far."""
+        # Fields 14 and 15 of /proc/PID/stat, counted after the command name's closing bracket.
+        fields = self._proc("stat").rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self):
+        """SIGTERM, and a clean exit within _HOST_STOP_TIMEOUT_S; BenchError otherwise."""
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            code = self._process.wait(_HOST_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+            raise BenchError(f"the ingest host did not stop within {_HOST_STOP_TIMEOUT_S} s")
+        finally:
+            self._process.stdout.close()
+        if code != 0:
+            raise BenchError(f"the ingest host exited with {code}: {self._last_log_line()}")
+
+
+# --- the measurements ---------------------------------------------------------------------------
+
+
+async def _open_session(gateway_id, key, port):
+    session = UplinkSession(gateway_id, key)
+    answer = await session.handshake(port, timeout_s=_ANSWER_TIMEOUT_S)
+    if answer is None or answer[0] != wire.ACK:
+        await session.close()
+        raise BenchError(f"gateway {gateway_id}: the host answered AUTH with {answer!r}")
+    return session
+
+
+async def _upload(session, frames):
+    """Send ``frames`` stop-and-wait, each after the ACK of the one before; the records ACKed."""
+    acked = 0
+    for frame, last_seq, count in frames:
+        session.write(frame)
+        answer = await session.receive(_ANSWER_TIMEOUT_S)
+        if answer is None or answer[0] != wire.ACK or answer[1].get("seq") != last_seq:
+            raise BenchError(f"gateway {session.gateway_id}: the batch up to seq {last_seq} was "
+                             f"answered with {answer!r}")
+        acked += count
+    return acked
+
+
+async def _throughput(host, load):
+    sessions = [await _open_session(g.gateway_id, g.key, host.port) for g in load]
+    try:
+        # Each gateway's first batch loads its checker on the host: outside the clock.
+        warmed = await asyncio.gather(*(_upload(s, g.frames[:1]) for s, g in zip(sessions, load)))
+        cpu_start_s, start = host.cpu_s(), time.perf_counter()
+        timed = await asyncio.gather(*(_upload(s, g.frames[1:]) for s, g in zip(sessions, load)))
+        elapsed_s = time.perf_counter() - start
+        cpu_s = host.cpu_s() - cpu_start_s
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions))
+    return {"acked": sum(warmed) + sum(timed), "timed_records": sum(timed),
+            "elapsed_s": elapsed_s, "records_per_s": sum(timed) / elapsed_s,
+            "records_per_cpu_s": sum(timed) / cpu_s, "host_cpu_share": cpu_s / elapsed_s}
+
+
+async def _alert_latencies(host, trials, reader):
+    """One forged record per trial, each from a gateway of its own (an open alert absorbs a
+    second sighting of its gateway and rule); seconds until ``reader`` lists the alert."""
+    latencies = []
+    for gateway_id, key in trials:
+        envelope = bytearray(RecordMaker(gateway_id, key).make())
+        envelope[-1] ^= 0x01  # the signature's last byte: BAD_SIGNATURE
+        frame = wire.encode(wire.RECORDS, {"envelopes": [bytes(envelope)]})
+        session = await _open_session(gateway_id, key, host.port)
+        try:
+            start = time.perf_counter()
+            session.write(frame)  # written to the socket at once: its buffer is empty
+            deadline = start + _ANSWER_TIMEOUT_S
+            while not any(alert.rule == _BAD_SIGNATURE_RULE
+                          for alert in reader.alerts.ranked(gateway_id)):
+                if time.perf_counter() > deadline:
+                    raise BenchError(f"gateway {gateway_id}: no alert within "
+                                     f"{_ANSWER_TIMEOUT_S} s of a forged record")
+                time.sleep(_ALERT_POLL_S)
+            latencies.append(time.perf_counter() - start)
+            answer = await session.receive(_ANSWER_TIMEOUT_S)
+            if answer is None or answer[0] != wire.ACK:
+                raise BenchError(f"gateway {gateway_id}: the forged record was answered with "
+                                 f"{answer!r}")
+        finally:
+            await session.close()
+    return latencies
+
+
+async def _hold_connections(host, gateways):
+    """Connect every gateway (in waves), then PING each over its session; the host's RSS before
+    and with all of them held."""
+    rss_before = host.rss_bytes()
+    sessions = []
+    try:
+        for start in range(0, len(gateways), _HANDSHAKE_WAVE):
+            wave = gateways[start:start + _HANDSHAKE_WAVE]
+            sessions.extend(await asyncio.gather(*(_open_session(gateway_id, key, host.port)
+                                                   for gateway_id, key in wave)))
+        ping = bytes(wire.encode(wire.PING, {}))
+        for session in sessions:
+            session.write(ping)
+        answers = await asyncio.gather(*(s.receive(_ANSWER_TIMEOUT_S) for s in sessions))
+        if any(answer is None or answer[0] != wire.PONG for answer in answers):
+            raise BenchError("a held connection did not answer its PING with a PONG")
+        rss_after = host.rss_bytes()
+    finally:
+        await asyncio.gather(*(s.close() for s in sessions))
+    return {"connections": len(sessions), "rss_before": rss_before, "rss_after": rss_after,
+            "rss_per_connection": (rss_after - rss_before) / len(sessions)}
+
+
+def _check_stored(db, load, trials):
+    """Every record sent stored exactly once: the load verified and chained without a hole, each
+    forged record quarantined. Returns the records stored."""
+    with open_store(db) as store:
+        for gateway in load:
+            counts = store.outcome_counts(gateway.gateway_id)
+            state = store.ingest_state(gateway.gateway_id)
+            if (counts["VERIFIED"] != gateway.records or sum(counts.values()) != gateway.records
+                    or state is None or state.contiguous_seq != gateway.records - 1):
+                held_up_to = state and state.contiguous_seq
+                raise BenchError(f"gateway {gateway.gateway_id}: {gateway.records} records sent,"
+                                 f" the store holds {counts} up to seq {held_up_to}")
+        for gateway_id, _ in trials:
+            counts = store.outcome_counts(gateway_id)
+            if counts["BAD_SIGNATURE"] != 1 or sum(counts.values()) != 1:
+                raise BenchError(f"gateway {gateway_id}: one forged record sent, the store holds "
+                                 f"{counts}")
+        return sum(store.outcome_counts().values())
+
+
+def measure_backend(db, load, trials, host_core, log_path):
+    """Throughput and alert latency against the store at ``db`` (empty): provisions the load's
+    and the trials' gateways, runs the host, then checks what the store holds."""
+    with open_store(db) as store:
+        for gateway_id, key in [(g.gateway_id, g.key) for g in load] + trials:
+            provision(store, gateway_id, key.public_key())
+    host = HostProcess(db, host_core, log_path)
+    host.start()
+    try:
+        figures = asyncio.run(_throughput(host, load))
+        with open_store(db) as reader:
+            figures["alert_latencies_s"] = asyncio.run(_alert_latencies(host, trials, reader))
+    finally:
+        host.stop()
+    figures["stored"] = _check_stored(db, load, trials)
+    figures["sent"] = sum(g.records for g in load) + len(trials)
+    return figures
+
+
+def measure_connections(db, gateways, host_core, log_path):
+    """Hold ``gateways`` ((id, key) pairs) connected to one host over the store at ``db``."""
+    _raise_fd_limit(len(gateways) + _SPARE_FDS)
+    with open_store(db) as store:
+        for gateway_id, key in gateways:
+            provision(store, gateway_id, key.public_key())
+    host = HostProcess(db, host_core, log_path, fds=len(gateways) + _SPARE_FDS)
+    host.start()
+    try:
+        return asyncio.run(_hold_connections(host, gateways))
+    finally:
+        host.stop()
+
+
+# --- the whole ingest part ----------------------------------------------------------------------
+
+
+def cores():
+    """The host's core, and the load's: the others, or the same one on a one-core machine."""
+    available = sorted(os.sched_getaffinity(0))
+    return available[0], set(available[1:]) or {available[0]}
+
+
+def run(plan, workdir, say):
+    """Every ingest figure of ``plan``, with ``say(line)`` before each long step; returns the
+    figures for report()."""
+    workdir = Path(workdir)
+    host_core, load_cores = cores()
+    figures = {"plan": plan, "host_core": host_core, "load_cores": sorted(load_cores),
+               "backends": {}, "postgres_skipped": None}
+    own_cores = os.sched_getaffinity(0)
+    try:
+        say(f"signing {plan.gateways * plan.records_per_gateway} fuel sales of {plan.gateways} "
+            "gateways for the ingest ...")
+        load = make_load(plan)
+        trials = gateway_keys("BENCH-ALERT", plan.alert_trials)
+        sample = envelopes_of(load, plan.records_per_gateway)
+        keys = {cose.kid_for(g.key.public_key()): verify.load_public_key(g.key.public_key())
+                for g in load}
+        figures["record_bytes"] = sum(len(e) for e in sample) / len(sample)
+        figures["batch_records"] = (sum(g.records for g in load)
+                                    / sum(len(g.frames) for g in load))
+        say(f"measuring the bare P-256 verify rate on core {host_core} ...")
+        os.sched_setaffinity(0, {host_core})
+        figures["bare_verify_per_s"] = bare_verify_rate(sample, keys, plan.rounds)
+        figures["bare_verify_per_cpu_s"] = bare_verify_rate(sample, keys, plan.rounds,
+                                                            time.process_time)
+        os.sched_setaffinity(0, load_cores)
+        say("uploading to the ingest host over SQLite ...")
+        figures["backends"]["SQLite"] = measure_backend(
+            workdir / "ingest.db", load, trials, host_core, workdir / "ingest-sqlite.log")
+        if plan.postgres:
+            figures["postgres_skipped"] = scratch_postgres.unavailable_reason()
+        if plan.postgres and figures["postgres_skipped"] is None:
+            say("starting a private PostgreSQL server ...")
+            with scratch_postgres.ScratchPostgres() as server:
+                say(f"uploading to the ingest host over PostgreSQL {server.version} ...")
+                figures["backends"][f"PostgreSQL {server.version}"] = measure_backend(
+                    server.url(server.create_database("bench")), load, trials, host_core,
+                    workdir / "ingest-postgres.log")
+        say(f"holding {plan.connections} gateway connections on one ingest host ...")
+        figures["connections"] = measure_connections(
+            workdir / "connections.db", gateway_keys("BENCH-CONN", plan.connections),
+            host_core, workdir / "connections.log")
+    finally:
+        os.sched_setaffinity(0, own_cores)
+    return figures
+
+
+def _percentile_ms(values, share):
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def report(figures):
+    """The figures as the lines `meterseal bench` prints."""
+    plan = figures["plan"]
+    bare = figures["bare_verify_per_s"]
+    load = ", ".join(str(core) for core in figures["load_cores"])
+    lines = [
+        f"host ingest, host on core {figures['host_core']}, load on core {load}: "
+        f"{plan.gateways} gateways x {plan.records_per_gateway} fuel sales of "
+        f"{figures['record_bytes']:.0f} bytes, {figures['batch_records']:.1f} per RECORDS "
+        f"(at most {plan.batch_records} and {wire.MAX_BATCH_BYTES} bytes), counted when ACKed",
+        f"  cryptography P-256 verify (bare)         {bare:9.0f} /s",
+    ]
+    bare_cpu = figures["bare_verify_per_cpu_s"]
+    for name, backend in figures["backends"].items():
+        per_cpu_s = backend["records_per_cpu_s"]
+        lines.append(f"  {name + ': verified and stored':<40} {backend['records_per_s']:9.0f} /s"
+                     f"   ratio {backend['records_per_s'] / bare:.2f}   budget >= 0.6")
+        lines.append(f"    host CPU busy {100 * backend['host_cpu_share']:.0f} %; per CPU second "
+                     f"{per_cpu_s:.0f} /s, ratio {per_cpu_s / bare_cpu:.2f} of the bare rate per "
+                     f"CPU second ({bare_cpu:.0f}); {backend['stored']} of {backend['sent']} "
+                     "records sent stored, each once")
+    if figures["postgres_skipped"]:
+        lines.append(f"  PostgreSQL: skipped, {figures['postgres_skipped']}")
+    lines.append("")
+    lines.append(f"alert latency, forged signature written -> alert listed by store.alerts.ranked, "
+                 f"{plan.alert_trials} trials")
+    for name, backend in figures["backends"].items():
+        latencies = backend["alert_latencies_s"]
+        lines.append(f"  {name:<40} p50 {_percentile_ms(latencies, 0.5):6.1f} ms   "
+                     f"p90 {_percentile_ms(latencies, 0.9):6.1f} ms   budget <= 2 s")
+    held = figures["connections"]
+    lines.append("")
+    lines.append("gateways connected at once to one ingest host (SQLite), each authenticated and "
+                 "answering a PING")
+    lines.append(f"  {held['connections']} connections; host RSS {held['rss_before'] / 2**20:.1f} "
+                 f"-> {held['rss_after'] / 2**20:.1f} MiB, {held['rss_per_connection'] / 1024:.1f} "
+                 "KiB per connection   budget 5,000 with bounded memory")
+    return lines

@@ -1,0 +1,53 @@
+"""The ingest part of `meterseal bench` (meterseal.host.bench_ingest), end to end at tiny counts:
+the real ingest host in its own process, the simulated gateways over loopback, on both storage
+backends. The figures must be consistent (every record sent stored exactly once, every batch
+ACKed, every alert seen); none is compared with a time, since tests never time anything."""
+
+from meterseal.host import bench_ingest
+from meterseal.protocol import uplink as wire
+
+TINY = bench_ingest.Plan(gateways=2, records_per_gateway=40, batch_records=8, connections=6,
+                         alert_trials=2, rounds=1, postgres=False)
+
+
+def test_the_load_is_chained_and_batched_as_a_gateway_batches():
+    load = bench_ingest.make_load(TINY)
+    assert [gateway.records for gateway in load] == [40, 40]
+    for gateway in load:
+        expected_seq = 0
+        for frame, last_seq, count in gateway.frames:
+            msg_type, fields = wire.decode_frame(frame)
+            assert msg_type == wire.RECORDS and len(fields["envelopes"]) == count <= 8
+            assert sum(map(len, fields["envelopes"])) <= wire.MAX_BATCH_BYTES
+            expected_seq += count
+            assert last_seq == expected_seq - 1
+
+
+def test_every_record_sent_is_stored_once_and_every_forgery_raises_its_alert(store_url, tmp_path):
+    load = bench_ingest.make_load(TINY)
+    trials = bench_ingest.gateway_keys("TRIAL", TINY.alert_trials)
+    host_core, _ = bench_ingest.cores()
+    figures = bench_ingest.measure_backend(store_url, load, trials, host_core,
+                                           tmp_path / "host.log")
+    assert figures["acked"] == 80
+    assert figures["sent"] == figures["stored"] == 80 + 2
+    # Each gateway's first batch (8 records) goes before the clock starts.
+    assert figures["timed_records"] == 80 - 2 * 8
+    assert figures["records_per_s"] > 0 and figures["host_cpu_share"] >= 0
+    assert len(figures["alert_latencies_s"]) == 2
+    assert all(latency > 0 for latency in figures["alert_latencies_s"])
+
+
+def test_the_whole_ingest_part_runs_and_reports(tmp_path):
+    said = []
+    figures = bench_ingest.run(TINY, tmp_path, said.append)
+    assert len(said) == 4  # a line before each long step
+    sqlite = figures["backends"]["SQLite"]
+    assert sqlite["stored"] == sqlite["sent"] == 82
+    held = figures["connections"]
+    assert held["connections"] == 6 and held["rss_after"] > 0
+    lines = bench_ingest.report(figures)
+    assert any(line.strip().startswith("SQLite: verified and stored") and "ratio" in line
+               for line in lines)
+    assert any("6 connections" in line for line in lines)
+    assert not any("PostgreSQL" in line for line in lines)  # left out by the plan
