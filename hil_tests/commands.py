@@ -233,7 +233,7 @@ def run_scenario(args):
                 "seed": data["seed"],
                 "plan": [{"at_s": v.at_s, "kind": v.kind, **v.params} for v in visits],
                 "dispensers": {f"0x{a:02X}": p.truth.entries() for a, p in site.pumps.items()},
-                "scale": site.scale.truth.entries() if site.scale else [],
+                "scales": [scale.truth.entries() for scale in site.scales],
                 "tank_gauge": site.gauge.truth.entries() if site.gauge else [],
                 "failures": [{"visit": repr(v), "reason": r} for v, r in failures],
             }
@@ -254,9 +254,10 @@ def _summary(site, visits, failures):
         cheated = sum(1 for s in sales if s["cheats"])
         lines.append(f"  pump 0x{address:02X}: {len(sales)} sales, {true_l:.2f} L delivered, "
                      f"{shown_l:.2f} L indicated, {cheated} affected by cheats")
-    if site.scale:
-        sales = [e for e in site.scale.truth.entries() if e["kind"] == "weighing"]
-        lines.append(f"  scale: {len(sales)} sales, {sum(1 for s in sales if s['cheats'])} affected by cheats")
+    for number, scale in enumerate(site.scales, 1):
+        sales = [e for e in scale.truth.entries() if e["kind"] == "weighing"]
+        lines.append(f"  scale {number}: {len(sales)} sales, "
+                     f"{sum(1 for s in sales if s['cheats'])} affected by cheats")
     if site.gauge:
         lines.append(f"  tank gauge: {len(site.gauge.truth)} deliveries completed")
     for visit, reason in failures:

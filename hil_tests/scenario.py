@@ -161,9 +161,18 @@ def _check_market(market):
         _need(item, "unit_price_minor_per_kg", int, where, 1, records.MAX_UNIT_PRICE_MINOR)
         _distribution(item, "mass_g", where)
         _need(item, "tare_g", int, where, 0)
-    scale = market.get("scale", {})
-    _need(scale, "max_g", int, "market.scale", 1)
-    _need(scale, "e_g", int, "market.scale", 1)
+    # One stall's scale ([market.scale]) or a row of stalls ([[market.scales]]).
+    if "scale" in market:
+        if "scales" in market:
+            raise ScenarioError("market: give [market.scale] or [[market.scales]], not both")
+        market["scales"] = [market.pop("scale")]
+    scales = market.get("scales")
+    if not scales:
+        raise ScenarioError("market.scales: at least one scale is needed")
+    for i, scale in enumerate(scales):
+        where = f"market.scales[{i}]"
+        _need(scale, "max_g", int, where, 1)
+        _need(scale, "e_g", int, where, 1)
 
 
 def _lognormal(rng, dist):
@@ -209,7 +218,10 @@ def plan(scenario):
         for at_s in _arrivals(rng, market["arrivals_per_hour"], market["opening_hours"],
                               start_s, duration_s, offset_h):
             item = rng.choice(market["items"])
+            # A single scale draws no number, so a one-scale scenario's plan stays as it was.
+            stall = rng.randrange(len(market["scales"])) if len(market["scales"]) > 1 else 0
             visits.append(Visit(at_s, "weighing", {
+                "scale": stall,
                 "plu": item["plu"],
                 "unit_price_minor_per_kg": item["unit_price_minor_per_kg"],
                 "mass_mg": _lognormal(rng, item["mass_g"]) * 1000,

@@ -3,8 +3,14 @@
 A running clock advances ``speed`` simulated seconds per real second, so a day of trade fits in
 minutes. A stepped clock (``speed=0``) moves only when told to, which makes a test or a seeded
 scenario exactly repeatable.
+
+``publish(path)`` shares the clock with gateway processes: the file says "SIM_MS REAL_MS SPEED"
+(simulated time SIM_MS at Unix time REAL_MS, running SPEED times real time since) and is replaced
+whole at every step; the unix HAL reads it when METERSEAL_SIM_CLOCK names it, so the gateway's
+records carry the simulated day's times.
 """
 
+import os
 import threading
 import time
 
@@ -23,6 +29,7 @@ class SimClock:
         self._stepped_s = 0.0
         self._real_start = time.monotonic()
         self._lock = threading.Lock()
+        self._published = None
 
     def now(self):
         """Simulated seconds since the Unix epoch (UTC)."""
@@ -43,6 +50,23 @@ class SimClock:
             raise ValueError("time only moves forward")
         with self._lock:
             self._stepped_s += seconds
+            if self._published:
+                self._write_published()
+
+    def publish(self, path):
+        """Keep the file at ``path`` telling this clock's time (see the module's docstring)."""
+        with self._lock:
+            self._published = str(path)
+            self._write_published()
+
+    def _write_published(self):
+        real_ns = time.time_ns()
+        sim_ms = round((self._start_s + self._stepped_s
+                        + (time.monotonic() - self._real_start) * self.speed) * 1000)
+        partial = self._published + ".partial"
+        with open(partial, "w") as file:
+            file.write(f"{sim_ms} {real_ns // 1000000} {self.speed!r}\n")
+        os.replace(partial, self._published)
 
     def sleep(self, seconds):
         """Let ``seconds`` of simulated time pass: really sleep on a running clock, step a

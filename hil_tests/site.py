@@ -1,10 +1,10 @@
 """An emulated site built from a scenario, and the replay of its customer plan.
 
     forecourt   every dispenser and the station's forecourt controller on one SharedLine, plus
-                a pty on that line where a gateway taps it (``tap_path``), and one pulser pty
-                per dispenser
+                a pty on that line where a gateway taps it (``tap_path``; ``add_tap`` gives
+                each further gateway its own), and one pulser pty per dispenser
     tank gauge  its own pty (``gauge_port.path``); fed with each sale's true volume
-    market      the price scale on its own pty (``scale_port.path``)
+    market      each price scale on its own pty (``scale_ports[i].path``)
 
 Replay runs each device's customers in a worker of its own, so pumps fill in parallel while
 the scale weighs. Simulated time runs ``speed`` times real time while anyone is busy, and jumps
@@ -53,7 +53,8 @@ class Site:
         self.pumps = {}
         self.tank_of = {}
         self.line = self.controller = self.tap_path = None
-        self.gauge = self.gauge_port = self.scale = self.scale_port = None
+        self.gauge = self.gauge_port = None
+        self.scales, self.scale_ports = [], []
         forecourt = scenario.get("forecourt")
         if forecourt:
             self.line = SharedLine()
@@ -88,17 +89,19 @@ class Site:
             self.gauge_port = PtyPort()
             self.gauge = TankGauge(self.gauge_port, self.clock, tanks=tanks, seed=seed)
         market = scenario.get("market")
-        if market:
-            scale_spec = market["scale"]
-            self.scale_port = PtyPort()
-            self.scale = PriceScale(self.scale_port, self.clock, max_mg=scale_spec["max_g"] * 1000,
-                                    e_mg=scale_spec["e_g"] * 1000, seed=seed)
-            _fit_cheats(self.scale.cheats, scale_spec.get("cheats"), "market.scale")
+        for i, scale_spec in enumerate(market["scales"] if market else ()):
+            port = PtyPort()
+            scale = PriceScale(port, self.clock, max_mg=scale_spec["max_g"] * 1000,
+                               e_mg=scale_spec["e_g"] * 1000, seed=seed + i)
+            _fit_cheats(scale.cheats, scale_spec.get("cheats"), f"market.scales[{i}]")
+            self.scale_ports.append(port)
+            self.scales.append(scale)
         self._busy = 0
         self._busy_lock = threading.Lock()
         self.failures = []
-        # Called with a pump's address before each of its customers: an observer that must keep
-        # up (a gateway under test on a loaded machine) can hold the next customer back.
+        # Called with the device (("pump", address) or ("scale", index)) before each of its
+        # customers: an observer that must keep up (a gateway under test on a loaded machine)
+        # can hold the next customer back.
         self.pace = None
 
     # --- life ------------------------------------------------------------------------------
@@ -106,20 +109,24 @@ class Site:
     def start(self):
         for pump in self.pumps.values():
             pump.start()
-        for device in (self.controller, self.gauge, self.scale):
+        for device in (self.controller, self.gauge, *self.scales):
             if device is not None:
                 device.start()
         return self
 
     def stop(self):
-        for device in (self.controller, *self.pumps.values(), self.gauge, self.scale):
+        for device in (self.controller, *self.pumps.values(), self.gauge, *self.scales):
             if device is not None:
                 device.stop()
-        for port in (self.gauge_port, self.scale_port):
+        for port in (self.gauge_port, *self.scale_ports):
             if port is not None:
                 port.close()
         if self.line is not None:
             self.line.close()
+
+    def add_tap(self, name):
+        """Another pty on the forecourt line, for one more gateway listening to it."""
+        return self.line.attach_pty(name)
 
     def __enter__(self):
         return self.start()
@@ -136,14 +143,14 @@ class Site:
             paths[f"pulser of pump 0x{address:02X}"] = pump.pulser_path
         if self.gauge_port:
             paths["tank gauge (TLS)"] = self.gauge_port.path
-        if self.scale_port:
-            paths["price scale (MT-SICS)"] = self.scale_port.path
+        for i, port in enumerate(self.scale_ports):
+            paths[f"price scale {i + 1} (MT-SICS)"] = port.path
         return paths
 
     def errors(self):
         """Tracebacks recorded inside any emulator thread."""
         found = []
-        for device in (self.controller, *self.pumps.values(), self.gauge, self.scale):
+        for device in (self.controller, *self.pumps.values(), self.gauge, *self.scales):
             if device is not None:
                 found += list(device.errors)
         return found
@@ -156,14 +163,13 @@ class Site:
         workers = {}
         results = queue.Queue()
         for visit in visits:
-            key = visit.params.get("address") if visit.kind == "fuel" else visit.kind
+            key = _device_of(visit)
             if key not in workers:
                 workers[key] = _Worker(self, results)
         done = 0
         for visit in visits:
             self._wait_until(visit.at_s)
-            key = visit.params.get("address") if visit.kind == "fuel" else visit.kind
-            workers[key].submit(visit)
+            workers[_device_of(visit)].submit(visit)
             done += _drain(results, self.failures)
             if progress:
                 progress(done, len(visits))
@@ -198,9 +204,11 @@ class Site:
             self._fuel(visit.params)
         elif visit.kind == "weighing":
             p = visit.params
-            self.scale.customer_weighing(p["mass_mg"], tare_mg=p["tare_mg"],
-                                         unit_price_minor_per_kg=p["unit_price_minor_per_kg"],
-                                         plu=p["plu"])
+            if self.pace is not None:
+                self.pace(("scale", p["scale"]))
+            self.scales[p["scale"]].customer_weighing(
+                p["mass_mg"], tare_mg=p["tare_mg"],
+                unit_price_minor_per_kg=p["unit_price_minor_per_kg"], plu=p["plu"])
         elif visit.kind == "delivery":
             p = visit.params
             self.gauge.deliver(p["tank"], p["volume_ml"], 1800)
@@ -216,7 +224,7 @@ class Site:
         else:
             target_ml = params["target_ml"]
         if self.pace is not None:
-            self.pace(address)
+            self.pace(("pump", address))
         # Patience covers the controller's real-time polling at high clock speeds.
         draw = pump.customer_draw(nozzle, target_ml, patience_s=max(120.0, self.clock.speed))
         if not draw.wait(_VISIT_TIMEOUT_S):
@@ -227,6 +235,15 @@ class Site:
         if self.gauge is not None and tank is not None:
             self.gauge.draw(tank, int(draw.entry["true_volume_ml"]))
         self.clock.sleep(self._changeover_s)
+
+
+def _device_of(visit):
+    """Which device serves a visit: each takes one customer at a time."""
+    if visit.kind == "fuel":
+        return ("pump", visit.params["address"])
+    if visit.kind == "weighing":
+        return ("scale", visit.params["scale"])
+    return (visit.kind,)
 
 
 class _Worker(threading.Thread):

@@ -9,15 +9,12 @@ Each entry names a user (who the audit log says acted) and one role of USER_ROLE
 hashes the presented token and looks the digest up: an attacker who times it learns about a
 SHA-256 of their guess, never about a stored secret, so no constant-time compare is needed.
 
-    python -m meterseal.host.api_tokens --tokens /var/lib/meterseal/tokens.json \\
-        --name zhang.min --role officer          # prints the new token, once
+`meterseal token issue` (token_cli.py) issues tokens; `meterseal serve` reads the file.
 """
 
-import argparse
 import json
 import os
 import secrets
-import sys
 from dataclasses import dataclass
 from hashlib import sha256
 
@@ -56,8 +53,9 @@ class TokenBook:
 
     def add(self, name, role, digest):
         """Admit the token whose SHA-256 (hex) is ``digest`` as user ``name`` in ``role``."""
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"token name must be non-empty text, got {name!r}")
+        # The name goes into the audit log, whose PostgreSQL text cannot hold NUL.
+        if not isinstance(name, str) or not name.strip() or "\x00" in name:
+            raise ValueError(f"token name must be non-empty text without NUL, got {name!r}")
         if role not in USER_ROLES:
             raise ValueError(f"token {name}: role {role!r} is not one of " + ", ".join(USER_ROLES))
         if any(principal.name == name for principal in self._by_digest.values()):
@@ -72,6 +70,10 @@ class TokenBook:
         token = _TOKEN_PREFIX + secrets.token_urlsafe(_TOKEN_BYTES)
         self.add(name, role, token_digest(token))
         return token
+
+    def principals(self):
+        """Everyone who holds a token."""
+        return list(self._by_digest.values())
 
     def principal(self, token):
         """Who ``token`` belongs to, or None for an unknown token."""
@@ -103,26 +105,3 @@ class TokenBook:
             os.replace(partial, path)
         except OSError as exc:
             raise TokenFileError(f"tokens file {path}: {exc}") from exc
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m meterseal.host.api_tokens",
-        description="Issue an API token: add its hash to the tokens file and print it once.")
-    parser.add_argument("--tokens", required=True, help="the tokens file (created if missing)")
-    parser.add_argument("--name", required=True, help="the user the token acts as")
-    parser.add_argument("--role", required=True, choices=USER_ROLES)
-    args = parser.parse_args(argv)
-    try:
-        book = TokenBook.load(args.tokens) if os.path.exists(args.tokens) else TokenBook()
-        token = book.issue(args.name, args.role)
-        book.save(args.tokens)
-    except (OSError, ValueError) as exc:
-        print(f"meterseal api-tokens: {exc}", file=sys.stderr)
-        return 1
-    print(token)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

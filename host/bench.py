@@ -11,6 +11,11 @@ run so the ratios compare like with like on this machine.
 - The image size per port.
 - The bare `cryptography` P-256 verify rate, and the host's verify-and-parse rate (COSE parse,
   signature check over the received bytes, record schema parse) as a ratio of it.
+- The ingest (bench_ingest.py): records verified and stored per second by the real ingest host
+  on one core, against SQLite and PostgreSQL, as a ratio of the bare verify rate; gateways held
+  connected by one host and its memory per connection; record received to alert visible.
+
+``--part gateway`` or ``--part ingest`` runs one half; `make bench` runs both.
 """
 
 import json
@@ -20,15 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
 from meterseal.firmware import journal, signer
 from meterseal.hil import micropython
 from meterseal.hil import scenario as scenarios
 from meterseal.hil.site import Site
-from meterseal.host import demo, gateway_cli, verify
+from meterseal.host import bench_ingest, drill, gateway_cli, verify
 from meterseal.protocol import cose
 
 SIGN_SCRIPT = Path(micropython.__file__).parent / "gateway_scripts" / "bench_sign.py"
@@ -45,7 +46,7 @@ def _sign_figures(image, mode, count, heapsize, interpreter="micropython"):
             [sys.executable, str(SIGN_SCRIPT), mode, str(count)], capture_output=True, text=True
         )
     if result.returncode != 0:
-        raise demo.DemoError(
+        raise drill.DrillError(
             f"sign benchmark ({mode}, {interpreter}) failed: {micropython.last_line(result)}"
         )
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -55,7 +56,7 @@ def _recorder_figures(image, workdir, count, mode, heapsize):
     workdir.mkdir()
     result = micropython.run(RECORDER_SCRIPT, image, args=[workdir, count, mode], heapsize=heapsize)
     if result.returncode != 0:
-        raise demo.DemoError(f"gateway benchmark ({mode}) failed: {micropython.last_line(result)}")
+        raise drill.DrillError(f"gateway benchmark ({mode}) failed: {micropython.last_line(result)}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -97,7 +98,7 @@ def _gateway_day_figures(image, workdir, visits):
         gateway.kill()
         output = gateway.communicate()[0]
     if not alive or failures:
-        raise RuntimeError(f"the gateway day did not run: {failures[:1]} {output[-400:]}")
+        raise drill.DrillError(f"the gateway day did not run: {failures[:1]} {output[-400:]}")
     public_key = key.public_key()
     keyring = {cose.kid_for(public_key): verify.load_public_key(public_key)}
     held = journal.Journal(str(root / "journal"), segment_bytes=65536, max_segments=32)
@@ -110,7 +111,7 @@ def _gateway_day_figures(image, workdir, visits):
             heap.append((body["heap_used_bytes"], body["heap_used_bytes"] + body["heap_free_bytes"]))
     held.close()
     if len(heap) < 3:
-        raise RuntimeError(f"only {len(heap)} status records: run more visits (--day-visits)")
+        raise drill.DrillError(f"only {len(heap)} status records: run more visits (--day-visits)")
     # The first status comes before the first sale has loaded everything a sale uses.
     settled = [used for used, _ in heap[1:]]
     return {"sales": kinds.get("fuel.sale", 0), "records": sum(kinds.values()),
@@ -118,55 +119,58 @@ def _gateway_day_figures(image, workdir, visits):
             "heap_total": heap[0][1]}
 
 
-def _rate(operation, items, rounds):
-    """Operations per second over ``rounds`` passes through ``items``."""
-    start = time.perf_counter()
-    for _ in range(rounds):
-        for item in items:
-            operation(item)
-    return rounds * len(items) / (time.perf_counter() - start)
-
-
 def run(args):
     with tempfile.TemporaryDirectory(prefix="meterseal-bench-") as tmp:
         tmp = Path(tmp)
-        image = tmp / "image"
-        print("building the gateway image ...", flush=True)
-        micropython.build_image(image)
-        facts = micropython.image_facts(image)
-        print(f"signing {args.sign_count} messages per mode on MicroPython ...", flush=True)
-        with_table = _sign_figures(image, "table", args.sign_count, None)
-        no_table = _sign_figures(image, "no_table", args.sign_count, "192K")
-        cpython = _sign_figures(image, "table", args.sign_count, None, interpreter="cpython")
-        print(f"recording {args.records} sales through the gateway's recorder, signer and journal ...", flush=True)
-        gateway_table = _recorder_figures(image, tmp / "gw-table", args.records, "table", None)
-        gateway_small = _recorder_figures(image, tmp / "gw-small", args.records, "no_table", "192K")
-        print(f"running the whole gateway under -X heapsize={BOARD_HEAP} through "
-              f"{args.day_visits} visits of the dispenser day ...", flush=True)
-        day = _gateway_day_figures(image, tmp / "day", args.day_visits)
-        board_images = {}
-        for port in ("esp32", "rp2"):
-            micropython.build_image(tmp / f"image-{port}", port)
-            board_images[port] = micropython.image_facts(tmp / f"image-{port}")["bytes"]
+        if args.part in ("all", "gateway"):
+            (tmp / "gateway").mkdir()
+            _gateway_part(args, tmp / "gateway")
+        if args.part in ("all", "ingest"):
+            (tmp / "ingest").mkdir()
+            _ingest_part(args, tmp / "ingest")
+    return 0
 
-        print(f"signing {args.records} records on the MicroPython gateway for the host side ...", flush=True)
-        envelopes, summary, _ = demo.run_gateway(tmp, args.records, use_table=True, image=image)
-        public_key = bytes.fromhex(summary["public_key"])
-        key = verify.load_public_key(public_key)
-        keyring = {cose.kid_for(public_key): key}
 
-        # The bare rate: signature check only, on pre-built messages and DER signatures.
-        prepared = []
-        for envelope in envelopes:
-            parsed = cose.parse_sign1(envelope)
-            r, s = parsed.signature[:32], parsed.signature[32:]
-            der = encode_dss_signature(int.from_bytes(r, "big"), int.from_bytes(s, "big"))
-            prepared.append((parsed.to_be_signed(), der))
-        algorithm = ec.ECDSA(hashes.SHA256())
-        print("measuring host verification ...", flush=True)
-        bare = _rate(lambda m: key.verify(m[1], m[0], algorithm), prepared, args.rounds)
-        ours = _rate(lambda e: verify.verify_record(e, keyring), envelopes, args.rounds)
-        record_bytes = sum(len(e) for e in envelopes) / len(envelopes)
+def _ingest_part(args, workdir):
+    plan = bench_ingest.Plan(gateways=args.ingest_gateways,
+                             records_per_gateway=args.ingest_records,
+                             connections=args.connections, alert_trials=args.alert_trials,
+                             rounds=args.rounds, postgres=not args.no_postgres)
+    figures = bench_ingest.run(plan, workdir, lambda line: print(line, flush=True))
+    print()
+    for line in bench_ingest.report(figures):
+        print(line)
+
+
+def _gateway_part(args, tmp):
+    image = tmp / "image"
+    print("building the gateway image ...", flush=True)
+    micropython.build_image(image)
+    facts = micropython.image_facts(image)
+    print(f"signing {args.sign_count} messages per mode on MicroPython ...", flush=True)
+    with_table = _sign_figures(image, "table", args.sign_count, None)
+    no_table = _sign_figures(image, "no_table", args.sign_count, "192K")
+    cpython = _sign_figures(image, "table", args.sign_count, None, interpreter="cpython")
+    print(f"recording {args.records} sales through the gateway's recorder, signer and journal ...", flush=True)
+    gateway_table = _recorder_figures(image, tmp / "gw-table", args.records, "table", None)
+    gateway_small = _recorder_figures(image, tmp / "gw-small", args.records, "no_table", "192K")
+    print(f"running the whole gateway under -X heapsize={BOARD_HEAP} through "
+          f"{args.day_visits} visits of the dispenser day ...", flush=True)
+    day = _gateway_day_figures(image, tmp / "day", args.day_visits)
+    board_images = {}
+    for port in ("esp32", "rp2"):
+        micropython.build_image(tmp / f"image-{port}", port)
+        board_images[port] = micropython.image_facts(tmp / f"image-{port}")["bytes"]
+
+    print(f"signing {args.records} records on the MicroPython gateway for the host side ...", flush=True)
+    envelopes, summary, _ = drill.run_gateway(tmp, args.records, use_table=True, image=image)
+    public_key = bytes.fromhex(summary["public_key"])
+    keyring = {cose.kid_for(public_key): verify.load_public_key(public_key)}
+    print("measuring host verification ...", flush=True)
+    bare = bench_ingest.bare_verify_rate(envelopes, keyring, args.rounds)
+    ours = bench_ingest.rate(lambda e: verify.verify_record(e, keyring), envelopes,
+                             args.rounds)
+    record_bytes = sum(len(e) for e in envelopes) / len(envelopes)
 
     print()
     print(f"gateway image: {facts['files']} modules, {facts['bytes']} bytes of .mpy on the unix port; "
@@ -197,7 +201,6 @@ def run(args):
     print(f"host verification, {len(envelopes)} records of {record_bytes:.0f} bytes on average, x{args.rounds}")
     print(f"  cryptography P-256 verify (bare)         {bare:9.0f} /s")
     print(f"  meterseal verify + parse                 {ours:9.0f} /s   ratio {ours / bare:.2f}")
-    return 0
 
 
 def add_parser(sub):
@@ -207,4 +210,16 @@ def add_parser(sub):
     parser.add_argument("--day-visits", type=int, default=60,
                         help="visits of the dispenser day for the whole-gateway heap (default 60)")
     parser.add_argument("--rounds", type=int, default=4, help="passes over the records per rate (default 4)")
+    parser.add_argument("--part", choices=("all", "gateway", "ingest"), default="all",
+                        help="the gateway figures (MicroPython), the ingest host's, or both "
+                             "(default all)")
+    ingest = bench_ingest.Plan()
+    for option, default, help_text in (
+            ("--ingest-gateways", ingest.gateways, "gateways uploading at once for the ingest rate"),
+            ("--ingest-records", ingest.records_per_gateway, "fuel sales per uploading gateway"),
+            ("--connections", ingest.connections, "gateways held connected to one host"),
+            ("--alert-trials", ingest.alert_trials, "forged records timed until their alert shows")):
+        parser.add_argument(option, type=int, default=default, help=f"{help_text} (default {default})")
+    parser.add_argument("--no-postgres", action="store_true",
+                        help="leave out the PostgreSQL ingest figures")
     parser.set_defaults(run=run)

@@ -5,16 +5,21 @@ import subprocess
 import sys
 
 from meterseal.hil import commands as hil_commands
+from meterseal.hil.fleet import FleetError
 from meterseal.hil.micropython import MicroPythonError
 from meterseal.hil.scenario import ScenarioError
 from meterseal.hil.site import SiteError
-from meterseal.host import bench, demo, gateway_cli, records_cli, registry_cli
+from meterseal.host import (bench, demo, drill, gateway_cli, records_cli, registry_cli, serve,
+                            token_cli)
 from meterseal.protocol.errors import ProtocolError
 
 _USER_ERRORS = (
     demo.DemoError,
+    drill.DrillError,
+    FleetError,
     gateway_cli.GatewayError,
     registry_cli.RegistryError,
+    serve.ServeError,
     MicroPythonError,
     ProtocolError,
     ScenarioError,
@@ -32,11 +37,14 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     demo.add_parser(sub)
+    drill.add_parser(sub)
     bench.add_parser(sub)
     hil_commands.add_parsers(sub)
     gateway_cli.add_parser(sub)
     registry_cli.add_parser(sub)
     records_cli.add_parsers(sub)
+    serve.add_parser(sub)
+    token_cli.add_parser(sub)
     return parser
 
 

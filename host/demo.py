@@ -1,32 +1,46 @@
-"""`meterseal demo`: the end-to-end path that exists today.
+"""`meterseal demo`: the whole system on one machine, on loopback.
 
-1. Build the gateway image: every device module compiled by mpy-cross, and its software digest.
-2. Run the gateway on the real MicroPython unix port: it creates its key at first boot and signs
-   a chained batch of fuel-sale, weighing, tank, heartbeat and event records.
-3. Verify everything on the host with `cryptography`: signatures over the received bytes, key id,
-   record schema, the seq/prev chain, and the software digest.
-4. Tamper drills: rewrite a sale, delete, replay and inject records; each must be caught.
+1. Build the gateway image (mpy-cross) and start the host, ingest and REST API, on 127.0.0.1
+   with a fresh SQLite database in the demo directory.
+2. Provision eleven gateways: each creates its key in its own storage directory, and its
+   provisioning request is imported into the registry with the devices it watches.
+3. Run the site of hil_tests/scenarios/demo_site.toml: the station's controller drives four
+   two-nozzle dispensers on one DART line, which four gateways tap listen-only with the pumps'
+   pulse outputs wired to them; a fifth gateway polls the tank gauge; six gateways read the
+   market's six price scales. Every gateway is the real firmware on the MicroPython unix port.
+   One dispenser and one scale cheat.
+4. Replay the days on the site's accelerated clock, which the gateways and the host share.
+5. Check what the host stored against what the devices really did, and summarise.
 """
 
 import argparse
+import asyncio
 import json
 import shutil
-import tempfile
+import sys
+import threading
+import time
 from collections import Counter
-from hashlib import sha256
 from pathlib import Path
 
-from meterseal.firmware import signer
-from meterseal.hil import micropython
-from meterseal.host import chain, verify
-from meterseal.host.envelopes import EnvelopeStreamError, read_stream
-from meterseal.protocol import cbor, cose, records
+from meterseal.hil import fleet
+from meterseal.hil import scenario as scenarios
+from meterseal.hil.site import Site
+from meterseal.host import cli_store, gateway_cli, verify
+from meterseal.host.api_tokens import TokenBook
+from meterseal.host.ingest import IngestConfig
+from meterseal.host.serve import TOKENS_FILE, HostService
+from meterseal.protocol import cose, records
 
-# The tamper drills need a few records of each kind; the upper bound keeps a run under minutes.
-MIN_RECORDS = 10
-MAX_RECORDS = 100000
-
-GATEWAY_SCRIPT = Path(micropython.__file__).parent / "gateway_scripts" / "demo_gateway.py"
+SCENARIO = Path(scenarios.__file__).parent / "scenarios" / "demo_site.toml"
+DEFAULT_DIRECTORY = "meterseal-demo"
+MARKER_FILE = "meterseal-demo.json"  # marks a directory this command may wipe and reuse
+STATION, MARKET = "STATION-1", "MARKET-1"
+MAX_DAYS = 7
+# Real seconds: a gateway that has signed nothing this long after its customer left is stuck.
+_KEEP_UP_TIMEOUT_S = 60
+_DRAIN_TIMEOUT_S = 120
+_BOOT_TIMEOUT_S = 60
 
 
 class DemoError(RuntimeError):
@@ -37,151 +51,350 @@ def _say(text=""):
     print(text, flush=True)
 
 
-def _check(ok, text):
-    _say(f"  [{'ok' if ok else 'FAILED'}] {text}")
-    return ok
+class _Progress:
+    """One line that redraws itself on a terminal; a line per tenth elsewhere (a CI log)."""
+
+    def __init__(self, clock, start_s, days, watch):
+        self.clock = clock
+        self.start_s = start_s
+        self.days = days
+        self.watch = watch
+        self.tty = sys.stdout.isatty()
+        self.shown_tenth = -1
+
+    def __call__(self, done, total):
+        tenth = done * 10 // max(total, 1)
+        if not self.tty and tenth == self.shown_tenth:
+            return
+        self.shown_tenth = tenth
+        day = min(int((self.clock.now() - self.start_s) // 86400) + 1, self.days)
+        bar = "#" * (done * 24 // max(total, 1))
+        line = (f"  day {day} of {self.days} [{bar:<24}] {done}/{total} customers, "
+                f"stored: {self.watch.total('fuel.sale')} sales, "
+                f"{self.watch.total('scale.weighing')} weighings, "
+                f"{self.watch.total('tank.inventory')} tank readings")
+        if self.tty:
+            print("\r" + line, end="", flush=True)
+            if done == total:
+                print(flush=True)
+        else:
+            print(line, flush=True)
 
 
-def run_gateway(workdir, count, use_table, image=None):
-    """Build the image (unless given) and sign ``count`` records on MicroPython.
+class _HostThread:
+    """The host service on an event loop of its own thread, so the replay can block."""
 
-    Returns (envelopes, gateway summary, image facts)."""
-    workdir = Path(workdir)
-    image = image or workdir / "image"
-    if not (image / "meterseal").is_dir():
-        micropython.build_image(image)
-    facts = micropython.image_facts(image)
-    result = micropython.run(
-        GATEWAY_SCRIPT,
-        image,
-        args=[workdir, count, facts["digest"].hex(), "table" if use_table else "no_table"],
-        # Without the big table the gateway must live in a small board's heap.
-        heapsize=None if use_table else "192K",
-    )
-    if result.returncode != 0:
-        raise DemoError(f"the gateway failed on MicroPython: {micropython.last_line(result)}")
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    try:
-        envelopes = read_stream((workdir / "records.bin").read_bytes())
-    except EnvelopeStreamError as exc:
-        raise DemoError(f"the gateway's output is damaged: {exc}")
-    return envelopes, summary, facts
+    def __init__(self, service):
+        self.service = service
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="host", daemon=True)
+        self.thread.start()
+        self._call(service.start())
+
+    def _call(self, coroutine, timeout_s=60):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout_s)
+
+    def close(self):
+        try:
+            self._call(self.service.close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+            self.loop.close()
 
 
-def verify_stream(envelopes, keyring):
-    """Verdicts and chain findings for a gateway's envelopes, in order."""
-    tracker = chain.ChainTracker()
-    verdicts, findings = [], []
-    for envelope in envelopes:
-        verdict = verify.verify_record(envelope, keyring)
-        verdicts.append(verdict)
-        if verdict.outcome == verify.VERIFIED:
-            r = verdict.record
-            findings += tracker.feed(envelope, r["seq"], r["boot_epoch"], r["prev"])
-    return verdicts, findings
+def _fresh_directory(path):
+    if path.exists():
+        if not (path / MARKER_FILE).exists():
+            raise DemoError(f"{path} exists and is not a demo directory: give --dir a new path")
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
 
 
-def _tamper_drills(envelopes, keyring):
-    """Each drill changes a copy of the stream the way a cheat would.
-
-    Returns (name, what the host detected, what it must detect) per drill."""
-    sale_index = next(
-        i for i, e in enumerate(envelopes)
-        if records.parse(cose.parse_sign1(e).payload)["kind"] == "fuel.sale"
-    )
-    sale = cose.parse_sign1(envelopes[sale_index])
-    plain = records.parse(sale.payload)
-    plain["body"]["volume_ml"] += 1000
-    rewritten = cbor.dumps(
-        cbor.Tag(cose.TAG_SIGN1, [sale.protected, {}, records.encode(plain), sale.signature])
-    )
-
-    def detected(stream):
-        verdicts, findings = verify_stream(stream, keyring)
-        return {v.outcome for v in verdicts} - {verify.VERIFIED} | {f.kind for f in findings}
-
-    # A forged or foreign record is rejected, so the chain also shows the hole it leaves.
-    drills = [
-        ("back office adds 1 L to a signed sale", envelopes[:sale_index] + [rewritten]
-         + envelopes[sale_index + 1:], {verify.BAD_SIGNATURE, chain.GAP}),
-        ("a record is deleted", envelopes[:5] + envelopes[6:], {chain.GAP}),
-        ("a record is sent twice", envelopes[:8] + [envelopes[3]] + envelopes[8:], {chain.REPLAY}),
-        ("a record signed by another key is slipped in", envelopes[:2] + [_foreign_record(plain)]
-         + envelopes[2:], {verify.UNKNOWN_KEY}),
-    ]
-    return [(name, detected(stream), expected) for name, stream, expected in drills]
-
-
-def _foreign_record(plain):
-    impostor = signer.SoftwareSigner(signer.generate_secret())
-    return cose.sign1(records.encode(plain), impostor, cose.kid_for(impostor.public_key()))
+def _scenario(days):
+    data = scenarios.load(SCENARIO)
+    data["duration_hours"] = days * 24.0
+    return scenarios.check(data)
 
 
 def run(args):
-    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="meterseal-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "records.bin").unlink(missing_ok=True)
+    directory = _fresh_directory(Path(args.dir))
+    data = _scenario(args.days)
+    visits = scenarios.plan(data)
+    _say(f"meterseal demo: {args.days} simulated days at a petrol station and a market, "
+         f"in {directory}/")
+    _say()
+    _say("1. Gateway image and host")
+    facts = gateway_cli.build_image(directory / "image", "unix")
+    _say(f"   image: {facts['files']} modules, {facts['bytes']:,} bytes of .mpy, software digest "
+         f"{facts['digest'].hex()[:16]}...")
+    site = Site(data, speed=args.speed)
+    tokens = TokenBook()
+    officer_token = tokens.issue("demo.officer", "officer")
+    tokens.save(directory / TOKENS_FILE)
+    (directory / MARKER_FILE).write_text(json.dumps({"scenario": str(SCENARIO), "days": args.days}))
+    # Ports chosen by the system: the demo never takes a port a real host may be using.
+    ingest_config = IngestConfig(port=0, clock_tolerance_ms=fleet.clock_tolerance_ms(
+        args.speed, fleet.HOST_CLOCK_TOLERANCE_MS))
+    service = HostService(str(directory), tokens, ingest_config=ingest_config, api_port=0,
+                          clock_ms=site.clock.now_ms)
+    host = _HostThread(service)
+    _say(f"   host on 127.0.0.1: ingest port {service.ingest_port}, REST API port "
+         f"{service.api_port}; {service.label}")
+    gateways = fleet.Fleet(site, directory / "image", directory, service.ingest_port,
+                           station_id=STATION, market_id=MARKET)
+    watch = None
     try:
-        _say(f"meterseal demo (work directory {workdir})")
+        gateways.plan()
         _say()
-        _say("1. Gateway image (mpy-cross)")
-        _say(f"2. Gateway on the MicroPython unix port: signing {args.records} records "
-             f"({'with the fixed-base table' if args.table else 'no table, 192 KB heap'})")
-        envelopes, summary, facts = run_gateway(workdir, args.records, args.table)
-        _say(f"   image: {facts['files']} modules, {facts['bytes']} bytes of .mpy, "
-             f"software digest {facts['digest'].hex()[:16]}...")
-        _say(f"   gateway key created at first boot: {workdir / 'gateway.key'}")
-        _say(f"   signed {summary['records']} records, sign p50 {summary['sign_p50_ms']:.2f} ms "
-             f"(max {summary['sign_max_ms']:.2f} ms) on MicroPython")
+        _say(f"2. Provisioning {len(gateways.gateways)} gateways")
+        with cli_store.open_cli_store(str(directory), create=False) as store:
+            store.registry.add_site(STATION, "Demo petrol station / 示范加油站", "1 Harbour Road")
+            store.registry.add_site(MARKET, "Demo market row / 示范农贸市场", "3 Harbour Road")
+            # Keys count from the start of the simulated days, the time the records carry.
+            software_id = gateways.provision(store, valid_from_ms=int(data["start_s"] * 1000))
+        for gateway in gateways.gateways:
+            devices = ", ".join(f"{d.type} {d.ref}" for d in gateway.devices)
+            _say(f"   {gateway.gateway_id:<20} {gateway.site_id:<10} {devices}")
+        _say(f"   expected software id of every device's gateway: {software_id}")
         _say()
-        _say("3. Host verification (cryptography, over the exact received bytes)")
-        public_key = bytes.fromhex(summary["public_key"])
-        kid = cose.kid_for(public_key)
-        keyring = {kid: verify.load_public_key(public_key)}
-        verdicts, findings = verify_stream(envelopes, keyring)
-        verified = [v for v in verdicts if v.outcome == verify.VERIFIED]
-        seqs = [v.record["seq"] for v in verified]
-        ok = _check(len(envelopes) == args.records, f"{len(envelopes)} envelopes received")
-        ok &= _check(len(verified) == len(envelopes),
-                     f"{len(verified)}/{len(envelopes)} ES256 signatures verify and payloads "
-                     f"conform to record schema v{records.SCHEMA_VERSION}")
-        ok &= _check(all(v.kid == kid for v in verdicts),
-                     f"every record names kid {kid.hex()[:16]}... = SHA-256(gateway public key)")
-        ok &= _check(not findings and seqs == list(range(len(envelopes))),
-                     f"seq 0..{len(envelopes) - 1} contiguous; each prev = SHA-256 of the "
-                     "previous envelope; no gap, fork, replay or rewind")
-        ok &= _check(all(v.record["software_digest"] == facts["digest"] for v in verified),
-                     "software digest in every record matches the image built here")
-        kinds = Counter(v.record["kind"] for v in verified)
-        _say("       kinds: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+        _say("3. Gateways on the MicroPython unix port")
+        watch = fleet.UploadWatch(lambda: cli_store.open_cli_store(str(directory), create=False),
+                                  [g.gateway_id for g in gateways.gateways])
+        gateways.start()
+        deadline = time.monotonic() + _BOOT_TIMEOUT_S
+        for gateway in gateways.gateways:
+            while not watch.wait(gateway.gateway_id, "boot", 1, 0.5):
+                gateways.check_running()
+                if time.monotonic() > deadline:
+                    raise DemoError(f"gateway {gateway.gateway_id} did not upload its boot "
+                                    f"record in {_BOOT_TIMEOUT_S} s (log {gateway.log_path})")
+        _say(f"   {len(gateways.gateways)} gateways booted, authenticated and uploading")
         _say()
-        _say("4. Tamper drills (each on a copy of the stream)")
-        for name, found, expected in _tamper_drills(envelopes, keyring):
-            shown = ", ".join(sorted(found)) or "nothing"
-            ok &= _check(found == expected, f"{name}: host reports {shown}")
+        _say(f"4. Replaying {len(visits)} customers and deliveries at {args.speed:g}x")
+        outcome = _replay(site, visits, gateways, watch, args)
         _say()
-        _say("All checks passed." if ok else "Some checks FAILED.")
-        return 0 if ok else 1
+        _say("5. What the host holds")
+        ok = _summary(directory, site, gateways, outcome)
     finally:
-        if not args.workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if watch is not None:
+            watch.close()
+        gateways.stop()
+        site.stop()
+        host.close()
+    _say()
+    _say(f"The database is {directory / 'meterseal.db'}; each gateway's key, configuration, "
+         f"provisioning request and log are in {directory / 'gateways'}/. To look around:")
+    _say(f"  meterseal status --db {directory}")
+    _say(f"  meterseal records --db {directory} --gateway MS-{STATION}-D3 --kind event")
+    _say(f"  meterseal serve --db {directory}     # ingest on 127.0.0.1:7455, REST API on "
+         "http://127.0.0.1:8080/ (OpenAPI at /openapi.json)")
+    _say(f"  curl -H 'Authorization: Bearer {officer_token}' http://127.0.0.1:8080/alerts")
+    _say("     (an officer's token, made for this demo; `meterseal token issue` makes more)")
+    _say()
+    _say("Demo finished: every check passed." if ok else "Demo finished: some checks FAILED.")
+    return 0 if ok else 1
 
 
-def _record_count(text):
+def _replay(site, visits, gateways, watch, args):
+    by_device = gateways.by_device()
+    slow = []
+
+    def keep_up(device):
+        # The next customer steps up once the device's gateway has signed the last one's
+        # sale: at this clock speed a loaded machine could otherwise run the tap a whole
+        # customer behind, which a real forecourt's minutes between cars never do.
+        gateway = by_device[device]
+        if device[0] == "pump":
+            label, done = "fuel.sale", fleet.pump_sales(site.pumps[device[1]])
+        else:
+            label, done = "scale.weighing", fleet.scale_weighings(site.scales[device[1]])
+        if not watch.wait(gateway.gateway_id, label, done, _KEEP_UP_TIMEOUT_S):
+            gateways.check_running()
+            slow.append(gateway.gateway_id)
+
+    site.pace = keep_up
+    site.start()
+    started = time.monotonic()
+    failures = site.replay(visits, progress=_Progress(site.clock, site.scenario["start_s"],
+                                                      args.days, watch))
+    replay_s = time.monotonic() - started
+    drained = _drain(site, gateways, watch)
+    return {"failures": failures, "slow": sorted(set(slow)), "replay_s": replay_s,
+            "drained": drained}
+
+
+def _drain(site, gateways, watch):
+    """Wait for every sale, weighing and delivery the devices made to be stored."""
+    wanted = []
+    for gateway in gateways.gateways:
+        kind, index = gateway.serves[0], gateway.serves[-1]
+        if kind == "pump":
+            wanted.append((gateway, "fuel.sale", fleet.pump_sales(site.pumps[index])))
+        elif kind == "scale":
+            wanted.append((gateway, "scale.weighing", fleet.scale_weighings(site.scales[index])))
+        else:
+            wanted.append((gateway, "tank.delivery", len(site.gauge.truth)))
+    deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+    missing = []
+    for gateway, label, count in wanted:
+        if not watch.wait(gateway.gateway_id, label, count, max(deadline - time.monotonic(), 0)):
+            missing.append(f"{gateway.gateway_id}: {label}")
+    return missing
+
+
+def _check(ok, text):
+    _say(f"   [{'ok' if ok else 'FAILED'}] {text}")
+    return ok
+
+
+def _stored(store, gateway_id):
+    """Every accepted record of a gateway, in seq order, re-verified here with `cryptography`
+    against the registry's keys: (verdict outcome, record)."""
+    keyring = {key.kid: verify.load_public_key(key.public_key)
+               for key in store.registry.keys(gateway_id)}
+    out, after = [], None
+    while True:
+        page = store.records(gateway_id, after_seq=after, limit=1000)
+        for row in page.items:
+            verdict = verify.verify_record(row.envelope, keyring)
+            out.append((verdict.outcome, verdict.record))
+        if page.next_after is None:
+            return out
+        after = page.next_after
+
+
+def _sales_match(signed, truth):
+    got = [(r["device"]["nozzle"], r["body"]["volume_ml"], r["body"]["amount_minor"],
+            r["body"].get("pulses_counted")) for r in signed]
+    expected = [(e["nozzle"], e["indicated_volume_ml"], e["indicated_amount_minor"],
+                 e["pulser_pulses"]) for e in truth]
+    return got == expected
+
+
+def _weighings_match(signed, truth):
+    got = [(r["body"]["net_mg"], r["body"]["amount_minor"]) for r in signed]
+    expected = [(e["net_mg"], e["amount_minor"]) for e in truth]
+    return got == expected
+
+
+def _summary(directory, site, gateways, outcome):
+    ok = _check(not outcome["failures"] and not site.errors(),
+                f"every customer served, in {outcome['replay_s']:.0f} s of real time"
+                + "".join(f"; {visit}: {reason}" for visit, reason in outcome["failures"][:3])
+                + "".join(f"; emulator error: {e.strip().splitlines()[-1]}"
+                          for e in site.errors()[:3]))
+    ok &= _check(not outcome["drained"], "everything the devices did reached the host"
+                 + (": missing " + ", ".join(outcome["drained"]) if outcome["drained"] else ""))
+    with cli_store.open_cli_store(str(directory), create=False) as store:
+        outcomes = store.outcome_counts()
+        total = sum(outcomes.values())
+        accepted = outcomes[verify.VERIFIED] + outcomes[verify.VERIFIED_WITH_WARNINGS]
+        ok &= _check(accepted == total,
+                     f"{accepted:,} of {total:,} records verified at ingest (ES256 over the "
+                     "received bytes, registered key, schema, chain)"
+                     + (f"; {outcomes[verify.VERIFIED_WITH_WARNINGS]} signed before the gateway "
+                        "had the host's time" if outcomes[verify.VERIFIED_WITH_WARNINGS] else ""))
+        kinds, findings, reverified, checked = Counter(), Counter(), 0, 0
+        truth_lines, truth_ok = [], True
+        for gateway in gateways.gateways:
+            stored = _stored(store, gateway.gateway_id)
+            reverified += sum(1 for outcome_, _ in stored if outcome_ == verify.VERIFIED)
+            checked += len(stored)
+            signed = [record for _, record in stored if record is not None]
+            kinds.update(r["kind"] for r in signed)
+            findings.update(f.kind for f in store.findings(gateway.gateway_id))
+            line, matched = _truth_line(site, gateway, signed)
+            truth_lines.append(line)
+            truth_ok &= matched
+        ok &= _check(reverified == checked == total,
+                     f"{reverified:,} of {checked:,} re-verified here from the database with "
+                     "cryptography and the registry's keys")
+        ok &= _check(not findings, "chains complete: no gap, fork, replay, rewind or clock "
+                     "anomaly" + (f" (found: {dict(findings)})" if findings else ""))
+        _say("       records: " + ", ".join(f"{kind} {count:,}" for kind, count
+                                           in sorted(kinds.items())))
+        ok &= _check(truth_ok, "every sale and weighing is signed with exactly the figures "
+                     "the device showed the customer:")
+        for line in truth_lines:
+            _say("         " + line)
+        alerts = store.alerts.ranked(limit=100)
+        _say(f"   alerts raised: {len(alerts)}" + ("" if alerts else " (signatures and chains "
+             "found nothing to raise; the cheats above sit before the gateway, in the device)"))
+        for alert in alerts[:10]:
+            _say(f"     #{alert.alert_id} {alert.severity:<8} {alert.rule:<24} {alert.gateway_id}: "
+                 f"{alert.explanation_en}")
+        if outcome["slow"]:
+            _say("   note: the replay waited the full keep-up time for "
+                 + ", ".join(outcome["slow"]) + " (the machine is loaded)")
+    return ok
+
+
+def _truth_line(site, gateway, signed):
+    """One line comparing a gateway's signed records with its device's ground truth, and
+    whether they match exactly."""
+    kind, index = gateway.serves[0], gateway.serves[-1]
+    events = Counter(r["body"]["event_type"] for r in signed if r["kind"] == "event")
+    if kind == "pump":
+        truth = site.pumps[index].truth.entries()
+        sales = [r for r in signed if r["kind"] == "fuel.sale"]
+        cheated = [e for e in truth if e["cheats"]]
+        line = (f"pump 0x{index:02X} ({gateway.gateway_id}): {len(sales)} sales signed of "
+                f"{len(truth)} made")
+        if cheated:
+            short_ml = sum(e["indicated_volume_ml"] - e["true_volume_ml"] for e in cheated)
+            line += (f"; CHEATING on {len(cheated)} sales ({short_ml / 1000:.1f} L charged but "
+                     f"not delivered); the gateway signed {events['pulse_mismatch']} "
+                     "pulse_mismatch events")
+        return line, _sales_match(sales, truth)
+    if kind == "scale":
+        truth = [e for e in site.scales[index].truth.entries() if e["kind"] == "weighing"]
+        weighings = [r for r in signed if r["kind"] == "scale.weighing"]
+        cheated = [e for e in truth if e["cheats"]]
+        line = (f"scale {index + 1} ({gateway.gateway_id}): {len(weighings)} weighings signed "
+                f"of {len(truth)} made")
+        if cheated:
+            extra_g = sum(e["net_mg"] - e["true_net_mg"] for e in cheated) / 1000
+            line += f"; CHEATING on {len(cheated)} weighings ({extra_g:.0f} g charged but not sold)"
+        return line, _weighings_match(weighings, truth)
+    deliveries = [r for r in signed if r["kind"] == "tank.delivery"]
+    readings = [r for r in signed if r["kind"] == "tank.inventory"]
+    line = (f"tank gauge ({gateway.gateway_id}): {len(readings)} inventory readings, "
+            f"deliveries: {len(deliveries)} signed of {len(site.gauge.truth)} made")
+    return line, len(deliveries) == len(site.gauge.truth)
+
+
+def _days(text):
     try:
-        count = int(text)
+        days = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}")
-    if not MIN_RECORDS <= count <= MAX_RECORDS:
-        raise argparse.ArgumentTypeError(f"must be between {MIN_RECORDS} and {MAX_RECORDS}")
-    return count
+    if not 1 <= days <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_DAYS}")
+    return days
+
+
+def _speed(text):
+    try:
+        speed = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}")
+    if not 1 <= speed <= 2000:
+        raise argparse.ArgumentTypeError("must be between 1 and 2000")
+    return speed
 
 
 def add_parser(sub):
-    parser = sub.add_parser("demo", help="sign records on the MicroPython gateway and verify them on the host")
-    parser.add_argument("--records", type=_record_count, default=200,
-                        help=f"how many records to sign, {MIN_RECORDS}..{MAX_RECORDS} (default 200)")
-    parser.add_argument("--no-table", dest="table", action="store_false",
-                        help="sign without the fixed-base table, under a 192 KB heap")
-    parser.add_argument("--workdir", help="keep the key, image and records here (default: a temporary directory)")
+    parser = sub.add_parser("demo", help="a station and a market, simulated for days, with real "
+                                         "gateways and the host on loopback",
+                            description=__doc__.split("\n\n")[0])
+    parser.add_argument("--days", type=_days, default=3,
+                        help=f"simulated days, 1..{MAX_DAYS} (default 3)")
+    parser.add_argument("--speed", type=_speed, default=600.0,
+                        help="simulated seconds per real second while a customer is served "
+                             "(default 600; idle time is skipped)")
+    parser.add_argument("--dir", default=DEFAULT_DIRECTORY,
+                        help=f"the demo's directory: database, gateway keys and logs "
+                             f"(default ./{DEFAULT_DIRECTORY}; a previous demo's is replaced)")
     parser.set_defaults(run=run)

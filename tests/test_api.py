@@ -1,5 +1,6 @@
-"""The REST API (host/api.py, docs/api.md) through FastAPI's TestClient, over a real SQLite store
-holding real signed records ingested as the ingest server stores them."""
+"""The REST API (host/api.py, docs/api.md) through FastAPI's TestClient, over a real store on
+each backend (a SQLite file, a PostgreSQL database) holding real signed records ingested as the
+ingest server stores them."""
 
 import json
 import os
@@ -13,14 +14,15 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from meterseal.host import api_tokens
+from meterseal.host import api_tokens, cli
 from meterseal.host.api import create_app
 from meterseal.host.api_tokens import TokenBook, TokenFileError, token_digest
+from meterseal.host.simulated_gateway import START_WALL_MS, RecordMaker, provision
 from meterseal.host.storage import USER_ROLES, NewFinding, open_store
 from meterseal.host.verify import Keyring
 from meterseal.protocol import cose
 
-from ingest_site import START_WALL_MS, RecordMaker, new_signer, provision
+from ingest_site import new_signer, sqlite_only
 
 GW = "GW-1"
 RECORDS = 7
@@ -30,8 +32,8 @@ class Site:
     """A store with one provisioned gateway, its signed records (one quarantined impostor), a gap
     finding and two alerts, served by the API with one token per role."""
 
-    def __init__(self, path):
-        self.store = open_store(path / "meterseal.db")
+    def __init__(self, store_url):
+        self.store = open_store(store_url)
         self.key = new_signer()
         self.public_key = self.key.public_key()
         provision(self.store, GW, self.public_key)
@@ -62,8 +64,8 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path):
-    site = Site(tmp_path)
+def site(store_url):
+    site = Site(store_url)
     yield site
     site.client.close()
     site.store.close()
@@ -78,7 +80,7 @@ def _error(response, status):
 
 # --- authentication and roles -------------------------------------------------------------------
 
-NEW_KEY = "04" + "11" * 64  # not on the curve: the store refuses it, after the role check passed
+NEW_KEY = "04" + "11" * 64  # not on the curve: refused (422), once the role check has passed
 # The permission table of docs/api.md.
 EVERYONE = ("officer", "supervisor", "manufacturer", "admin")
 DECIDERS = ("officer", "supervisor", "admin")
@@ -119,6 +121,7 @@ ROUTES = [
 ]
 
 
+@sqlite_only  # the app's routes, not the store
 def test_the_route_table_covers_every_route(site):
     served = {(method, route.path) for route in site.client.app.routes
               if isinstance(route, APIRoute) for method in route.methods}
@@ -131,12 +134,14 @@ def test_the_route_table_covers_every_route(site):
 
 @pytest.mark.parametrize("method,path,body,roles", ROUTES,
                          ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
+@sqlite_only  # roles are checked before the store; the tests below run every route on both
 def test_each_role_may_call_exactly_what_the_permission_table_allows(site, method, path, body,
                                                                      roles):
     for role in USER_ROLES:
         response = site.call(role, method, path, body)
-        if role in roles:
+        if role in roles:  # served: neither refused for the role nor failing
             assert response.status_code not in (401, 403), (role, response.text)
+            assert response.status_code < 500, (role, response.text)
         else:
             assert f"role {role} may not" in _error(response, 403)
 
@@ -144,6 +149,7 @@ def test_each_role_may_call_exactly_what_the_permission_table_allows(site, metho
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"},
                                      {"Authorization": "Basic dXNlcjpwYXNz"}],
                          ids=["none", "unknown", "not-bearer"])
+@sqlite_only  # refused before the store
 def test_a_missing_or_unknown_token_is_401(site, headers):
     for method, path, body, _ in ROUTES:
         response = site.client.request(method, path, json=body, headers=headers)
@@ -161,9 +167,12 @@ def test_registry_crud(site):
     assert [s["site_id"] for s in site.call("officer", "GET", "/sites").json()] == ["S2", "SITE-1"]
     _error(site.call(admin, "POST", "/sites", {"site_id": "S2", "name": "again"}), 409)
 
+    software = "meterseal-gw 0.1.0 sha256:" + "ab" * 32
     created = site.call(admin, "POST", "/gateways", {"gateway_id": "GW-2", "serial": "SN-9",
-                                                      "site_id": "S2", "registered_at_ms": 5})
+                                                      "site_id": "S2", "registered_at_ms": 5,
+                                                      "software_id": software})
     assert created.status_code == 201 and created.json()["status"] == "active"
+    assert created.json()["software_id"] == software
     assert "SN-9" in _error(site.call(admin, "POST", "/gateways", {
         "gateway_id": "GW-3", "serial": "SN-9", "site_id": "S2"}), 409)
     assert "site NOPE" in _error(site.call(admin, "POST", "/gateways", {
@@ -184,12 +193,16 @@ def test_registry_crud(site):
     assert key["kid"] == cose.kid_for(public_key).hex() and key["public_key"] == public_key.hex()
     _error(site.call(admin, "POST", "/gateways/GW-2/keys",
                      {"public_key": "zz", "valid_from_ms": 10}), 422)
+    # A key the ingest could not load would lock the gateway out of its handshake.
+    assert "not a P-256 point" in _error(site.call(
+        admin, "POST", "/gateways/GW-2/keys", {"public_key": NEW_KEY, "valid_from_ms": 10}), 422)
     successor = new_signer().public_key()
     rotated = site.call(admin, "POST", "/gateways/GW-2/keys", {
         "public_key": successor.hex(), "valid_from_ms": 20, "replaces_kid": key["kid"]})
     assert rotated.status_code == 201, rotated.text
-    _error(site.call(admin, "POST", "/gateways/GW-2/keys", {
-        "public_key": NEW_KEY, "valid_from_ms": 20, "replaces_kid": "ab"}), 422)
+    assert "replaces_kid" in _error(site.call(admin, "POST", "/gateways/GW-2/keys", {
+        "public_key": new_signer().public_key().hex(), "valid_from_ms": 20,
+        "replaces_kid": "ab"}), 422)
     revoked = site.call(admin, "POST", f"/gateways/GW-2/keys/{key['kid']}/revoke",
                         {"revoked_at_ms": 99})
     assert revoked.json()["revoked_at_ms"] == 99
@@ -317,6 +330,26 @@ def test_alert_workflow_with_a_forbidden_transition(site):
 
 # --- the OpenAPI spec and errors ----------------------------------------------------------------
 
+# Text enters as a path segment, a query parameter or a body field. PostgreSQL's text cannot
+# hold NUL (SQLite's can), so the API refuses it up front and both backends answer alike.
+NUL_INPUTS = [
+    ("GET", "/gateways/GW%001/records", None, {}, "path.gateway_id"),
+    ("GET", f"/gateways/{GW}/records", None, {"kind": "a\x00"}, "query.kind"),
+    ("GET", "/alerts", None, {"assignee": "\x00"}, "query.assignee"),
+    ("POST", "/sites", {"site_id": "S\x00", "name": "x"}, {}, "body.site_id"),
+    ("POST", "/alerts/1/notes", {"text": "a\x00"}, {}, "body.text"),
+]
+
+
+def test_text_holding_nul_is_refused_naming_the_field_and_changes_nothing(site):
+    for method, path, body, params, field in NUL_INPUTS:
+        assert f"{field}: Value error, must not contain NUL" in _error(
+            site.call("admin", method, path, body, **params), 422)
+    assert [s.site_id for s in site.store.registry.sites()] == ["SITE-1"]
+    assert site.store.alerts.notes(1) == []
+
+
+@sqlite_only  # the spec, not the store
 def test_every_route_is_documented_with_its_response_model(site, tmp_path, monkeypatch):
     workdir = tmp_path / "cwd"
     workdir.mkdir()
@@ -343,6 +376,7 @@ def test_a_storage_failure_is_a_one_line_503(site):
     assert "Traceback" not in message and "closed" in message
 
 
+@sqlite_only  # a failure of the handler, not of the store
 def test_an_unexpected_failure_is_a_one_line_500_without_a_traceback(site, monkeypatch):
     def broken():
         raise RuntimeError("secret internals\n  File \"x.py\", line 1")
@@ -356,7 +390,8 @@ def test_an_unexpected_failure_is_a_one_line_500_without_a_traceback(site, monke
 
 def test_a_tokens_file_keeps_only_hashes_and_reloads(tmp_path, capsys):
     path = tmp_path / "tokens.json"
-    assert api_tokens.main(["--tokens", str(path), "--name", "li.wei", "--role", "supervisor"]) == 0
+    assert cli.main(["token", "issue", "--tokens", str(path), "--name", "li.wei",
+                     "--role", "supervisor"]) == 0
     token = capsys.readouterr().out.strip()
     assert token not in path.read_text()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -365,8 +400,12 @@ def test_a_tokens_file_keeps_only_hashes_and_reloads(tmp_path, capsys):
     assert book.principal(token + "x") is None
     assert json.loads(path.read_text())["tokens"][0]["sha256"] == token_digest(token)
 
-    assert api_tokens.main(["--tokens", str(path), "--name", "li.wei", "--role", "admin"]) == 1
+    assert cli.main(["token", "issue", "--tokens", str(path), "--name", "li.wei",
+                     "--role", "admin"]) == 1
     assert "used twice" in capsys.readouterr().err
     path.write_text('{"tokens": [{"name": "x", "role": "janitor", "sha256": "00"}]}')
     with pytest.raises(TokenFileError, match="janitor"):
+        TokenBook.load(path)
+    path.write_text('{"tokens": [{"name": "x\\u0000", "role": "admin", "sha256": "00"}]}')
+    with pytest.raises(TokenFileError, match="without NUL"):
         TokenBook.load(path)

@@ -78,7 +78,7 @@ def test_a_day_at_the_pump_under_a_board_sized_heap(day):
     site, plan, host, gateway = day
     pump = site.pumps[0x50]
 
-    def gateway_keeps_up(address):
+    def gateway_keeps_up(device):
         # The next car pulls in once the gateway has signed the last sale. At 200x a loaded
         # machine can delay the tap by more than a changeover, and the next sale's pulses would
         # then be counted into the last one: a race of the accelerated clock, not of a station.

@@ -37,7 +37,7 @@ def test_wheel_holds_only_the_meterseal_namespace(wheel):
     for package in SUBPACKAGES:
         assert f"meterseal/{package}/__init__.py" in names
     # The MicroPython scripts the demo and benchmark run ship with the package.
-    assert "meterseal/hil/gateway_scripts/demo_gateway.py" in names
+    assert "meterseal/hil/gateway_scripts/drill_gateway.py" in names
     assert not any(name.startswith("meterseal/tests") for name in names)
 
 

@@ -26,7 +26,7 @@ def _replay(data):
             "errors": site.errors(),
             "pumps": {a: p.truth.entries() for a, p in site.pumps.items()},
             "controller_sales": list(site.controller.sales),
-            "weighings": site.scale.truth.entries(),
+            "weighings": site.scales[0].truth.entries(),
             "tank_1_ml": site.gauge.true_state(1)["volume_ml"],
         }
     return visits, outcome

@@ -1,4 +1,4 @@
-"""The README's main job, end to end: MicroPython gateway -> host verification, and the CLI."""
+"""`meterseal drill` (MicroPython gateway -> offline verification and tamper drills) and the CLI."""
 
 import struct
 import subprocess
@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from meterseal.host import cli, demo
+from meterseal.host import cli, drill
 from meterseal.host.envelopes import MAX_ENVELOPE_BYTES, EnvelopeStreamError, read_stream
 
 
-def test_demo_signs_on_micropython_and_every_check_passes(tmp_path, capsys):
-    assert cli.main(["demo", "--records", "25", "--workdir", str(tmp_path)]) == 0
+def test_drill_signs_on_micropython_and_every_check_passes(tmp_path, capsys):
+    assert cli.main(["drill", "--records", "25", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "25/25 ES256 signatures verify" in out
     assert "FAILED" not in out and out.rstrip().endswith("All checks passed.")
@@ -19,22 +19,22 @@ def test_demo_signs_on_micropython_and_every_check_passes(tmp_path, capsys):
     assert (tmp_path / "gateway.key").stat().st_size == 40
 
 
-def test_demo_gateway_keeps_its_key_across_runs(tmp_path):
-    first, summary_a, _ = demo.run_gateway(tmp_path, 3, use_table=True)
-    second, summary_b, _ = demo.run_gateway(tmp_path, 3, use_table=True)
+def test_drill_gateway_keeps_its_key_across_runs(tmp_path):
+    first, summary_a, _ = drill.run_gateway(tmp_path, 3, use_table=True)
+    second, summary_b, _ = drill.run_gateway(tmp_path, 3, use_table=True)
     assert summary_a["public_key"] == summary_b["public_key"]
     # RFC 6979 nonces and identical inputs: the same key signs the boot record identically.
     assert first[0] == second[0]
 
 
-def test_demo_without_table_runs_in_a_192k_heap(tmp_path):
-    envelopes, summary, _ = demo.run_gateway(tmp_path, 12, use_table=False)
+def test_drill_without_table_runs_in_a_192k_heap(tmp_path):
+    envelopes, summary, _ = drill.run_gateway(tmp_path, 12, use_table=False)
     assert len(envelopes) == 12 and summary["records"] == 12
 
 
 def test_corrupt_key_file_is_a_clear_error_not_a_new_key(tmp_path, capsys):
     (tmp_path / "gateway.key").write_bytes(b"not a key")
-    assert cli.main(["demo", "--records", "10", "--workdir", str(tmp_path)]) == 1
+    assert cli.main(["drill", "--records", "10", "--workdir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "gateway.key" in err and "expected 40" in err and "Traceback" not in err
     assert (tmp_path / "gateway.key").read_bytes() == b"not a key"
@@ -48,7 +48,7 @@ def test_console_command_help_lists_subcommands():
     assert "demo" in result.stdout and "bench" in result.stdout
 
 
-@pytest.mark.parametrize("argv", [["frobnicate"], ["demo", "--records", "3"], ["demo", "--records", "x"]])
+@pytest.mark.parametrize("argv", [["frobnicate"], ["drill", "--records", "3"], ["drill", "--records", "x"]])
 def test_bad_arguments_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(argv)

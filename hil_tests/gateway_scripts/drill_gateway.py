@@ -1,6 +1,6 @@
-"""The gateway half of `meterseal demo` and `meterseal bench`; runs on the MicroPython unix port.
+"""The gateway half of `meterseal drill` and `meterseal bench`; runs on the MicroPython unix port.
 
-Usage: demo_gateway.py WORKDIR COUNT SOFTWARE_DIGEST_HEX table|no_table
+Usage: drill_gateway.py WORKDIR COUNT SOFTWARE_DIGEST_HEX table|no_table
 
 Creates the gateway key at first boot (WORKDIR/gateway.key), then signs COUNT chained records of
 a small forecourt and market stall: a boot event, fuel sales on two nozzles with running
@@ -124,7 +124,7 @@ def weighing(gw, net_g):
 
 def main(argv):
     if len(argv) != 5 or argv[4] not in ("table", "no_table"):
-        print("usage: demo_gateway.py WORKDIR COUNT SOFTWARE_DIGEST_HEX table|no_table")
+        print("usage: drill_gateway.py WORKDIR COUNT SOFTWARE_DIGEST_HEX table|no_table")
         return 2
     workdir, count, digest = argv[1], int(argv[2]), unhexlify(argv[3])
     table = p256.Table() if argv[4] == "table" else None
