@@ -174,6 +174,7 @@ def run(args):
         _say()
         _say(f"4. Replaying {len(visits)} customers and deliveries at {args.speed:g}x")
         outcome = _replay(site, visits, gateways, watch, args)
+        gateways.stop()  # nothing arrives while the summary reads
         _say()
         _say("5. What the host holds")
         ok = _summary(directory, site, gateways, outcome)
@@ -287,7 +288,8 @@ def _summary(directory, site, gateways, outcome):
                           for e in site.errors()[:3]))
     ok &= _check(not outcome["drained"], "everything the devices did reached the host"
                  + (": missing " + ", ".join(outcome["drained"]) if outcome["drained"] else ""))
-    with cli_store.open_cli_store(str(directory), create=False) as store:
+    with (cli_store.open_cli_store(str(directory), create=False) as store,
+          store.snapshot()):  # one consistent view, whatever a last batch still commits
         outcomes = store.outcome_counts()
         total = sum(outcomes.values())
         accepted = outcomes[verify.VERIFIED] + outcomes[verify.VERIFIED_WITH_WARNINGS]

@@ -79,12 +79,13 @@ def test_records_carry_the_simulated_days_time_and_durations(one_day):
                 # Customers arrive 06:00-22:00 on the simulated day, not at today's real time.
                 assert start + timedelta(hours=6) <= ended <= start + timedelta(hours=22.5), sale
             # The tap times a fill from the controller's polls, a few per fill at 600x, and on a
-            # loaded machine it sees the start late: a sale's signed duration is short by up to
-            # a poll, tens of simulated seconds. The median flow is still the pump's on the
-            # simulated clock, within half either way; on the real clock it would be 600 times.
+            # loaded machine it sees the start late: every real millisecond of lag is 0.6 s
+            # simulated, so a signed duration can be short by half. Timed on the real clock the
+            # flows would be 600 times the pump's; on the simulated clock they are its own, give
+            # or take that lag (docs/host.md).
             flows = sorted(sale["body"]["volume_ml"] / max(sale["body"]["duration_ms"], 1) * 60
                            for sale in sales)
-            assert max_flow_lpm * 0.5 <= flows[len(flows) // 2] <= max_flow_lpm * 1.5, flows
+            assert max_flow_lpm * 0.3 <= flows[len(flows) // 2] <= max_flow_lpm * 3, flows
 
 
 def test_a_directory_that_is_not_a_demo_is_never_wiped(tmp_path, capsys):

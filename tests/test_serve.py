@@ -15,9 +15,8 @@ import pytest
 from meterseal.host import cli
 from meterseal.host.api_tokens import TokenBook
 from meterseal.host.cli_store import open_cli_store
-from meterseal.protocol import uplink as wire
-
 from meterseal.host.simulated_gateway import RecordMaker, provision
+from meterseal.protocol import uplink as wire
 
 from ingest_site import RawGateway, new_signer
 
