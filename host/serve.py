@@ -142,7 +142,7 @@ async def _serve_until_signalled(service):
     print(f"meterseal serve: {service.label}", flush=True)
     print(f"  ingest  {service.ingest_config.host}:{service.ingest_port} ({scheme})", flush=True)
     print(f"  API     http://{service.api_host}:{service.api_port}/  "
-          f"(OpenAPI at /openapi.json; {len(service.tokens)} tokens)", flush=True)
+          f"(OpenAPI at /openapi.json; API users: {len(service.tokens)})", flush=True)
     try:
         await stop.wait()
     finally:
