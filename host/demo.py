@@ -30,7 +30,6 @@ from meterseal.host import cli_store, gateway_cli, verify
 from meterseal.host.api_tokens import TokenBook
 from meterseal.host.ingest import IngestConfig
 from meterseal.host.serve import TOKENS_FILE, HostService
-from meterseal.protocol import cose, records
 
 SCENARIO = Path(scenarios.__file__).parent / "scenarios" / "demo_site.toml"
 DEFAULT_DIRECTORY = "meterseal-demo"

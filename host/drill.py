@@ -13,7 +13,6 @@ import json
 import shutil
 import tempfile
 from collections import Counter
-from hashlib import sha256
 from pathlib import Path
 
 from meterseal.firmware import signer
