@@ -69,7 +69,6 @@ class Gateway:
     gateway_id: str
     site_id: str
     serves: tuple  # the Site's device key: ("pump", address), ("scale", index) or ("tank_gauge",)
-    config: dict
     devices: list
     storage: Path
     process: subprocess.Popen = None
@@ -143,7 +142,7 @@ class Fleet:
                                                               GATEWAY_STEP_THRESHOLD_MS)},
             "watchdog": {"timeout_ms": 30000, "checkin_ms": 10000},
         }
-        gateway = Gateway(gateway_id, site_id, serves, config, registry_devices, storage)
+        gateway = Gateway(gateway_id, site_id, serves, registry_devices, storage)
         gateway.config_path.write_text(json.dumps(config, indent=1))
         self.gateways.append(gateway)
 
@@ -287,9 +286,13 @@ class UploadWatch:
         self._thread.join()
 
 
-def pump_sales(pump):
-    return len(pump.truth.entries())
-
-
-def scale_weighings(scale):
-    return sum(1 for entry in scale.truth.entries() if entry["kind"] == "weighing")
+def signed_so_far(site, serves):
+    """What the gateway serving ``serves`` must have signed for its device's work so far:
+    (the record kind or label, how many), from the device's ground truth."""
+    kind, index = serves[0], serves[-1]
+    if kind == "pump":
+        return "fuel.sale", len(site.pumps[index].truth.entries())
+    if kind == "scale":
+        return "scale.weighing", sum(1 for entry in site.scales[index].truth.entries()
+                                     if entry["kind"] == "weighing")
+    return "tank.delivery", len(site.gauge.truth)

@@ -34,8 +34,11 @@ class SimClock:
     def now(self):
         """Simulated seconds since the Unix epoch (UTC)."""
         with self._lock:
-            elapsed = (time.monotonic() - self._real_start) * self.speed
-            return self._start_s + self._stepped_s + elapsed
+            return self._now_held()
+
+    def _now_held(self):
+        # The caller holds the lock.
+        return self._start_s + self._stepped_s + (time.monotonic() - self._real_start) * self.speed
 
     def now_ms(self):
         return int(self.now() * 1000)
@@ -61,8 +64,7 @@ class SimClock:
 
     def _write_published(self):
         real_ns = time.time_ns()
-        sim_ms = round((self._start_s + self._stepped_s
-                        + (time.monotonic() - self._real_start) * self.speed) * 1000)
+        sim_ms = round(self._now_held() * 1000)
         partial = self._published + ".partial"
         with open(partial, "w") as file:
             file.write(f"{sim_ms} {real_ns // 1000000} {self.speed!r}\n")

@@ -206,10 +206,7 @@ def _replay(site, visits, gateways, watch, args):
         # sale: at this clock speed a loaded machine could otherwise run the tap a whole
         # customer behind, which a real forecourt's minutes between cars never do.
         gateway = by_device[device]
-        if device[0] == "pump":
-            label, done = "fuel.sale", fleet.pump_sales(site.pumps[device[1]])
-        else:
-            label, done = "scale.weighing", fleet.scale_weighings(site.scales[device[1]])
+        label, done = fleet.signed_so_far(site, device)
         if not watch.wait(gateway.gateway_id, label, done, _KEEP_UP_TIMEOUT_S):
             gateways.check_running()
             slow.append(gateway.gateway_id)
@@ -227,18 +224,10 @@ def _replay(site, visits, gateways, watch, args):
 
 def _drain(site, gateways, watch):
     """Wait for every sale, weighing and delivery the devices made to be stored."""
-    wanted = []
-    for gateway in gateways.gateways:
-        kind, index = gateway.serves[0], gateway.serves[-1]
-        if kind == "pump":
-            wanted.append((gateway, "fuel.sale", fleet.pump_sales(site.pumps[index])))
-        elif kind == "scale":
-            wanted.append((gateway, "scale.weighing", fleet.scale_weighings(site.scales[index])))
-        else:
-            wanted.append((gateway, "tank.delivery", len(site.gauge.truth)))
     deadline = time.monotonic() + _DRAIN_TIMEOUT_S
     missing = []
-    for gateway, label, count in wanted:
+    for gateway in gateways.gateways:
+        label, count = fleet.signed_so_far(site, gateway.serves)
         if not watch.wait(gateway.gateway_id, label, count, max(deadline - time.monotonic(), 0)):
             missing.append(f"{gateway.gateway_id}: {label}")
     return missing
