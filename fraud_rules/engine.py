@@ -7,10 +7,12 @@ then replays the records stored after the seqs it names (meterseal.host.detectio
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from .finding import Finding
 
 CHECKPOINT_FORMAT = 1
+ENTRY_DEVICE = object()  # Detector.finding's default: the device the entry names
 
 
 def device_ref(device):
@@ -26,7 +28,7 @@ def device_ref(device):
     return f"tank/{device['tank_number']}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Entry:
     """One verified record as the engine feeds it: its store id, its site and its plain form.
     ``gap_before``: the gateway's previous seq was not fed just before it (records missing)."""
@@ -60,7 +62,7 @@ class Entry:
     def device(self):
         return self.record.get("device")
 
-    @property
+    @cached_property  # every detector of the record asks; work it out once
     def device_ref(self):
         return device_ref(self.record.get("device"))
 
@@ -93,13 +95,13 @@ class Detector:
         raise NotImplementedError
 
     def finding(self, entry, *, severity, score, en, zh, observed, evidence, rule=None,
-                device=None, gateway_id=None, extra=None):
-        """A Finding about ``entry``'s device (or ``device``), carrying the parameters in force
-        and what was ``observed``."""
+                device=ENTRY_DEVICE, gateway_id=None, extra=None):
+        """A Finding about ``entry``'s device (or ``device``; None: the gateway itself), carrying
+        the parameters in force and what was ``observed``."""
         return Finding(
             rule=rule or self.name, site_id=entry.site_id,
             gateway_id=gateway_id or entry.gateway_id,
-            device_ref=entry.device_ref if device is None else device,
+            device_ref=entry.device_ref if device is ENTRY_DEVICE else device,
             severity=severity, score=round(min(1.0, max(0.0, score)), 3),
             explanation_en=en, explanation_zh=zh,
             parameters={"detector": self.name, "params_version": self.params_version,

@@ -1,3 +1,320 @@
-"""(being written)"""
+"""Flow-rate detectors: pulse scaling and selective cheating, seen through the reported flow.
 
-DETECTORS = ()
+A pulse-scaling cheat (a board between encoder and CPU, a doctored encoder, a changed K-factor)
+makes the dispenser report g % more volume than it delivers, but the time a sale takes is
+physical: at full trigger the reported flow rate is g % above what the pump really gives.
+
+Per sale the detectors use the *steady flow*: the mean of the flow profile's intervals that lie
+within ``steady_band`` of their median, leaving out the first and last interval. That drops the
+ramp-up, the ramp-down, the creep before a preset and any pause, and the mean (rather than the
+median) keeps the display's 10 mL steps from snapping the figure to a grid. volume / duration
+would instead carry the dead time between nozzle lift, trigger and hang-up.
+
+State, per site (JSON): ``nozzles`` maps "80/1" to that nozzle's grade, baseline, CUSUM and
+bounded windows of recent steady flows.
+"""
+
+from bisect import bisect_left, bisect_right, insort
+from itertools import accumulate
+
+from .engine import Detector
+from .finding import local_hour, percent, utc_text
+from .stats import cusum, mad_sigma, median, push_window
+
+_MS_PER_MIN = 60000
+
+
+def steady_flow_lpm(body, band):
+    """The sale's steady flow in L/min and the number of steady intervals, or (None, 0)."""
+    interval_ms = body.get("flow_interval_ms") or 0
+    ordered = sorted(body.get("flow_profile_ml", [])[1:-1])
+    # Intervals with no flow (before the trigger, after the auto shut-off) are not flow.
+    ordered = ordered[bisect_right(ordered, 0):]
+    if interval_ms <= 0 or not ordered:
+        return None, 0
+    centre = median(ordered)
+    steady = ordered[bisect_left(ordered, centre * (1 - band)):
+                     bisect_right(ordered, centre * (1 + band))]
+    if not steady:
+        return None, 0
+    return sum(steady) / len(steady) * _MS_PER_MIN / interval_ms / 1000, len(steady)
+
+
+def tail_flow_lpm(body, split_ml, band):
+    """Steady flow of the part of the sale after ``split_ml`` had been dispensed, or (None, 0)."""
+    profile = body.get("flow_profile_ml", [])
+    # The first interval that starts with split_ml already dispensed.
+    start = bisect_left(list(accumulate(profile)), split_ml) + 1
+    if start >= len(profile) - 1:
+        return None, 0
+    # A leading 0 so that steady_flow_lpm's trimming of the first interval keeps the tail's.
+    return steady_flow_lpm({"flow_interval_ms": body.get("flow_interval_ms"),
+                            "flow_profile_ml": [0] + profile[start:]}, band)
+
+
+def _sale_seq_time(entry):
+    return [entry.record_id, entry.seq, entry.wall_time_ms]
+
+
+def _evidence_text(run):
+    """(seq range, time range) of [record_id, seq, wall_ms] rows."""
+    return (f"{run[0][1]}..{run[-1][1]}",
+            f"{utc_text(run[0][2])} .. {utc_text(run[-1][2])}")
+
+
+class _FlowDetector(Detector):
+    kinds = ("fuel.sale",)
+
+    def qualifying_flow(self, entry):
+        """The sale's steady flow when it is a full draw above the minimum volume."""
+        body = entry.body
+        if body.get("volume_ml", 0) < self.params["min_volume_ml"] or not entry.device_ref:
+            return None
+        flow, intervals = steady_flow_lpm(body, self.params["steady_band"])
+        if flow is None or intervals < self.params["min_steady_intervals"]:
+            return None
+        return flow
+
+    @staticmethod
+    def nozzle_state(state, entry):
+        nozzles = state.setdefault("nozzles", {})
+        ref = entry.device_ref
+        nozzle = nozzles.get(ref)
+        if nozzle is None:
+            nozzle = nozzles[ref] = {"grade": entry.body["grade"],
+                                     "dispenser": entry.device["dispenser_address"]}
+        return nozzles, nozzle
+
+    @staticmethod
+    def peers(nozzles, ref, nozzle):
+        """Other nozzles of the same grade at the site; failing those, the sibling nozzles of the
+        same dispenser."""
+        same_grade = [n for r, n in nozzles.items() if r != ref and n["grade"] == nozzle["grade"]]
+        if same_grade:
+            return same_grade
+        return [n for r, n in nozzles.items()
+                if r != ref and n["dispenser"] == nozzle["dispenser"]]
+
+
+class PulseScaling(_FlowDetector):
+    """A nozzle's steady flow drifting up from its own baseline (one-sided CUSUM) or standing
+    above its peers' (rolling medians)."""
+
+    name = "dispenser.pulse_scaling"
+
+    def feed(self, entry, state):
+        flow = self.qualifying_flow(entry)
+        if flow is None:
+            return []
+        p = self.params
+        nozzles, nozzle = self.nozzle_state(state, entry)
+        row = _sale_seq_time(entry)
+        push_window(nozzle.setdefault("window", []), flow, p["peer_window_sales"])
+        push_window(nozzle.setdefault("window_ids", []), row, p["peer_window_sales"])
+        nozzle["median"] = median(nozzle["window"])
+        findings = []
+        baseline = nozzle.get("baseline")
+        if baseline is None:
+            learning = nozzle.setdefault("learning", [])
+            learning.append(flow)
+            if len(learning) >= p["baseline_sales"]:
+                centre = median(learning)
+                nozzle["baseline"] = [centre, max(mad_sigma(learning) / centre, p["min_sigma"])]
+                del nozzle["learning"]
+        else:
+            findings.extend(self._cusum_step(entry, nozzle, flow, row))
+        findings.extend(self._peer_check(entry, nozzles, nozzle))
+        return findings
+
+    def _cusum_step(self, entry, nozzle, flow, row):
+        p = self.params
+        centre, sigma = nozzle["baseline"]
+        excess = flow / centre - 1
+        z = (excess - p["allowance"]) / sigma
+        side = nozzle.setdefault("cusum", {})
+        run = nozzle.setdefault("run", [])
+        crossed = cusum(side, z, p["k"], p["h"]) == 1
+        side["lo"] = 0.0  # one-sided: only over-registration is a cheat
+        if crossed or side["hi"] > 0:
+            push_window(run, row + [excess], p["max_evidence"])
+        else:
+            run.clear()
+        # Re-arm after the excess has gone: the CUSUM back at zero for rearm_sales sales.
+        nozzle["calm"] = 0 if side["hi"] > 0 or crossed else nozzle.get("calm", 0) + 1
+        if nozzle.get("alerted") and nozzle["calm"] >= p["rearm_sales"]:
+            nozzle["alerted"] = False
+        if not crossed or nozzle.get("alerted"):
+            if crossed:
+                run.clear()
+            return []
+        nozzle["alerted"] = True
+        rows = list(run)
+        run.clear()
+        mean_excess = sum(r[3] for r in rows) / len(rows)
+        return [self._finding(entry, "baseline", centre, centre * (1 + mean_excess),
+                              mean_excess, rows)]
+
+    def _peer_check(self, entry, nozzles, nozzle):
+        p = self.params
+        window = nozzle["window"]
+        if len(window) < p["min_peer_sales"]:
+            return []
+        own = nozzle["median"]
+        # Peers of another class (an HGV nozzle beside a car nozzle) are no reference.
+        medians = [n["median"] for n in self.peers(nozzles, entry.device_ref, nozzle)
+                   if len(n.get("window", ())) >= p["min_peer_sales"]
+                   and abs(n["median"] / own - 1) <= p["peer_class_band"]]
+        if not medians:
+            return []
+        expected = median(medians)
+        excess = own / expected - 1
+        if nozzle.get("peer_alerted"):
+            if excess < p["peer_tolerance"] / 2:
+                nozzle["peer_alerted"] = False  # re-armed once back well inside the tolerance
+            return []
+        if excess <= p["peer_tolerance"]:
+            return []
+        nozzle["peer_alerted"] = True
+        return [self._finding(entry, "peers", expected, own, excess, nozzle["window_ids"],
+                              peers=len(medians))]
+
+    def _finding(self, entry, reference, expected, observed, excess, rows, peers=0):
+        seqs, times = _evidence_text(rows)
+        n = len(rows)
+        if reference == "baseline":
+            what_en = "its own baseline flow"
+            what_zh = "其自身基线流量"
+        else:
+            what_en = f"the median flow of {peers} peer nozzle(s) of grade {entry.body['grade']}"
+            what_zh = f"同油品（{entry.body['grade']}）{peers} 支同类油枪的流量中位数"
+        en = (f"Nozzle {entry.device_ref}: steady flow over {n} sales (seq {seqs}, {times}) was "
+              f"{observed:.2f} L/min against {what_en} of {expected:.2f} L/min, "
+              f"{percent(excess)}: the dispenser reports more volume than it delivers "
+              "(pulse scaling or a changed K-factor).")
+        zh = (f"油枪 {entry.device_ref}：{n} 笔交易（序号 {seqs}，{times}）的稳定流量为 "
+              f"{observed:.2f} L/min，而{what_zh}为 {expected:.2f} L/min，偏高 {percent(excess)}："
+              "加油机显示的体积多于实际发出的体积（脉冲放大或 K 系数被改）。")
+        observed_fields = {"reference": reference, "expected_lpm": round(expected, 3),
+                           "observed_lpm": round(observed, 3), "excess": round(excess, 5),
+                           "sales": n, "seq_first": rows[0][1], "seq_last": rows[-1][1]}
+        return self.finding(entry, severity="high", score=excess / self.params["full_score_excess"],
+                            en=en, zh=zh, observed=observed_fields,
+                            evidence=[r[0] for r in rows])
+
+
+class SelectiveFlow(_FlowDetector):
+    """Flow that depends on draw size (the part of large draws past ``split_ml`` against small
+    and medium draws) or on the time of day (one block of hours against the rest)."""
+
+    name = "dispenser.selective"
+
+    def feed(self, entry, state):
+        flow = self.qualifying_flow(entry)
+        if flow is None:
+            return []
+        p = self.params
+        nozzles, nozzle = self.nozzle_state(state, entry)
+        row = _sale_seq_time(entry)
+        findings = []
+        size = nozzle.get("size") or nozzle.setdefault(
+            "size", {"small": {"rows": []}, "large": {"rows": []}})
+        if entry.body["volume_ml"] < p["split_ml"]:
+            self._push(size["small"], flow, row)
+        else:
+            tail, intervals = tail_flow_lpm(entry.body, p["split_ml"], p["steady_band"])
+            if tail is not None and intervals >= p["min_steady_intervals"]:
+                self._push(size["large"], tail, row)
+        nozzle["size_ratio"] = self._ratio(size["large"], [size["small"]])
+        peer_ratios = [n["size_ratio"][0] for n in self.peers(nozzles, entry.device_ref, nozzle)
+                       if n.get("size_ratio")]
+        reference = median(peer_ratios) if peer_ratios else 0.0
+        findings.extend(self._check(entry, nozzle, "size_alerted", nozzle["size_ratio"],
+                                    reference, size["large"]["rows"], self._size_text))
+        block = local_hour(entry.wall_time_ms, p["utc_offset_hours"]) // p["hours_per_block"]
+        blocks = nozzle.setdefault("hours", {})
+        inside = blocks.setdefault(str(block), {"rows": []})
+        self._push(inside, flow, row)
+        rest = [w for key, w in blocks.items() if key != str(block)]
+        findings.extend(self._check(entry, nozzle, f"hours_alerted_{block}",
+                                    self._ratio(inside, rest), 0.0, inside["rows"],
+                                    lambda: self._hours_text(block)))
+        return findings
+
+    def _push(self, window, flow, row):
+        """Add a sale to a window and refresh its summary [n, median, relative standard error
+        of the median (1.2533 sigma / sqrt(n))]. The window keeps its flows sorted too, so
+        neither this nor a check ever re-sorts a window."""
+        rows, ordered = window["rows"], window.setdefault("sorted", [])
+        rows.append([flow] + row)
+        insort(ordered, flow)
+        if len(rows) > self.params["window_sales"]:
+            del ordered[bisect_left(ordered, rows.pop(0)[0])]
+        n = len(ordered)
+        centre = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+        # Robust sigma from the interquartile range (IQR / 1.349).
+        sigma = max((ordered[(3 * n) // 4] - ordered[n // 4]) / 1.349 / centre,
+                    self.params["min_sigma"])
+        window["summary"] = [n, centre, 1.2533 * sigma / n ** 0.5]
+
+    def _ratio(self, inside, others):
+        """[relative excess of inside over the others, its standard error, inside median, others'
+        median] or None. The others' windows (each with enough sales) are pooled as the
+        sales-weighted mean of their medians."""
+        least = self.params["min_sales_per_side"]
+        if len(inside["rows"]) < least:
+            return None
+        parts = [w["summary"] for w in others if len(w["rows"]) >= least]
+        if not parts:
+            return None
+        total = sum(n for n, _, _ in parts)
+        m_out = sum(n * m for n, m, _ in parts) / total
+        se_out = sum((n * m / total / m_out * se) ** 2 for n, m, se in parts) ** 0.5
+        _, m_in, se_in = inside["summary"]
+        return [m_in / m_out - 1, (se_in ** 2 + se_out ** 2) ** 0.5, m_in, m_out]
+
+    def _check(self, entry, nozzle, flag, ratio, reference, rows, split):
+        p = self.params
+        if ratio is None:
+            return []
+        excess, se, m_in, m_out = ratio
+        excess -= reference
+        if nozzle.get(flag):
+            if excess < p["tolerance"] / 2:
+                nozzle[flag] = False  # re-armed once the split is back well inside tolerance
+            return []
+        if excess <= p["tolerance"] or excess / se <= p["z"]:
+            return []
+        nozzle[flag] = True
+        seqs, times = _evidence_text([r[1:] for r in rows])
+        en_split, zh_split, en_rest, zh_rest = split()
+        en = (f"Nozzle {entry.device_ref}: steady flow of {en_split} was {m_in:.2f} L/min over "
+              f"{len(rows)} sales (seq {seqs}, {times}), against {m_out:.2f} L/min for "
+              f"{en_rest}: {percent(excess)}"
+              + (f" beyond the peers' own difference of {percent(reference)}" if reference else "")
+              + f" (z = {excess / se:.1f}). The dispenser over-registers selectively.")
+        zh = (f"油枪 {entry.device_ref}：{zh_split}的稳定流量为 {m_in:.2f} L/min（{len(rows)} 笔，"
+              f"序号 {seqs}，{times}），而{zh_rest}为 {m_out:.2f} L/min，偏高 {percent(excess)}"
+              + (f"（已扣除同类油枪本身的差异 {percent(reference)}）" if reference else "")
+              + f"（z = {excess / se:.1f}）。加油机存在选择性多计量。")
+        observed = {"split": en_split, "inside_lpm": round(m_in, 3), "rest_lpm": round(m_out, 3),
+                    "excess": round(excess, 5), "z": round(excess / se, 2),
+                    "peer_reference": round(reference, 5), "sales": len(rows),
+                    "seq_first": rows[0][2], "seq_last": rows[-1][2]}
+        return [self.finding(entry, severity="high",
+                             score=excess / p["full_score_excess"], en=en, zh=zh,
+                             observed=observed, evidence=[r[1] for r in rows])]
+
+    def _size_text(self):
+        litres = self.params["split_ml"] / 1000
+        return (f"draws above {litres:g} L (the part past {litres:g} L)",
+                f"{litres:g} L 以上的大额加油（超过 {litres:g} L 的部分）",
+                f"draws below {litres:g} L", f"{litres:g} L 以下的加油")
+
+    def _hours_text(self, block):
+        hours, offset = self.params["hours_per_block"], self.params["utc_offset_hours"]
+        span = f"{block * hours:02d}:00-{(block + 1) * hours:02d}:00 (UTC{offset:+g})"
+        return (f"sales between {span}", f"当地时间 {span} 的加油",
+                "the other hours", "其他时段")
+
+
+DETECTORS = (PulseScaling, SelectiveFlow)

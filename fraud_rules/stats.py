@@ -67,3 +67,37 @@ def linear_fit(xs, ys):
     residual = sum((y - intercept - slope * x) ** 2 for x, y in zip(xs, ys))
     slope_se = math.sqrt(residual / (n - 2) / sxx)
     return slope, intercept, slope_se
+
+
+def solve_normal_equations(xtx, xty, min_pivot_ratio=1e-6):
+    """Least squares from its normal equations (``xtx`` k×k, ``xty`` k): the coefficients and
+    the diagonal of the inverse of ``xtx`` (times σ², the coefficients' variances). None when a
+    pivot falls below ``min_pivot_ratio`` of its column's diagonal: the unknowns are not
+    separable (ill-conditioned)."""
+    k = len(xty)
+    rows = [list(map(float, xtx[i])) + [1.0 if j == i else 0.0 for j in range(k)]
+            + [float(xty[i])] for i in range(k)]
+    for col in range(k):
+        pivot_row = max(range(col, k), key=lambda r: abs(rows[r][col]))
+        if abs(rows[pivot_row][col]) <= min_pivot_ratio * abs(xtx[col][col]) or \
+                rows[pivot_row][col] == 0:
+            return None
+        rows[col], rows[pivot_row] = rows[pivot_row], rows[col]
+        pivot = rows[col][col]
+        rows[col] = [v / pivot for v in rows[col]]
+        for r in range(k):
+            if r != col and rows[r][col]:
+                factor = rows[r][col]
+                rows[r] = [v - factor * p for v, p in zip(rows[r], rows[col])]
+    coefficients = [rows[i][2 * k] for i in range(k)]
+    inverse_diagonal = [rows[i][k + i] for i in range(k)]
+    return coefficients, inverse_diagonal
+
+
+def chi_square_sf(x, df):
+    """P(X > x) for a chi-square X with ``df`` degrees of freedom (Wilson–Hilferty cube-root
+    normal approximation: good to a few per cent of the tail probability for df >= 3)."""
+    if x <= 0:
+        return 1.0
+    scale = 2 / (9 * df)
+    return normal_sf(((x / df) ** (1 / 3) - (1 - scale)) / math.sqrt(scale))

@@ -1,3 +1,338 @@
-"""(being written)"""
+"""Wetstock reconciliation against the tank gauge (docs/detectors.md, "Wetstock").
 
-DETECTORS = ()
+Per tank, the stream of inventory readings cuts time into intervals (the first reading at or
+after each local hour mark closes one) and business days (the first reading of a new local day
+closes the day). For each interval:
+
+    variance = opening stock + deliveries - metered sales - closing stock
+
+on temperature-compensated volume where both readings carry it. Sales and deliveries are put
+into minute buckets by their end time, and a closing reading takes the buckets that ended
+before it, so records from the dispenser gateways and the gauge may interleave freely.
+
+Sign convention: variance < 0 means the meters registered more than left the tank
+(over-registration, the customer is short); variance > 0 means the tank lost more than was
+metered (leak, theft, under-registration). Over the closed days the cumulative variance is
+regressed on cumulative metered sales: a meter over-registering by g gives slope ≈ -g.
+Reading noise telescopes in the cumulative sums, so the residuals stay independent and the
+least-squares standard error holds.
+"""
+
+import math
+
+from .engine import Detector
+from .finding import evidence_ids, litres, percent, utc_text
+from .stats import linear_fit, solve_normal_equations
+
+DAY_MS = 86_400_000
+BUCKET_MS = 60_000
+MAX_EVIDENCE = 60
+
+
+class Wetstock(Detector):
+    name = "tank.wetstock"
+    kinds = ("tank.inventory", "tank.delivery", "fuel.sale")
+
+    def feed(self, entry, state):
+        tanks = state.setdefault("tanks", {})
+        if entry.kind == "fuel.sale":
+            tank_number = self.facts.tank_of(entry.site_id, entry.body["grade"])
+            if tank_number is None:
+                return []  # no tank known for the grade: the sale is not reconciled
+            tank = tanks.setdefault(str(tank_number), _new_tank())
+            sales = _bucket(tank, entry.body["end_wall_time_ms"])["sales"]
+            ref = entry.device_ref or "?"
+            sales[ref] = sales.get(ref, 0) + entry.body["volume_ml"]
+            self._bound(tank)
+            return []
+        if not entry.device or "tank_number" not in entry.device:
+            return []
+        tank = tanks.setdefault(str(entry.device["tank_number"]), _new_tank())
+        if entry.kind == "tank.delivery":
+            body = entry.body
+            bucket = _bucket(tank, body["end_wall_time_ms"])
+            bucket["delivered"] += _delivered_ml(body)
+            bucket["deliveries"].append(entry.record_id)
+            self._bound(tank)
+            return []
+        return self._reading(entry, tank)
+
+    def _bound(self, tank):
+        """A gauge silent for days would let the buckets grow: restart that tank instead."""
+        if len(tank["pending"]) > self.params["max_pending_minutes"]:
+            tank.clear()
+            tank.update(_new_tank())
+
+    def _reading(self, entry, tank):
+        t = entry.wall_time_ms
+        reading = [t, entry.body["volume_ml"], entry.body.get("tc_volume_ml"), entry.record_id]
+        offset = self.params["utc_offset_hours"] * 3_600_000
+        mark = tank["mark"]
+        if mark is None:
+            tank["mark"] = tank["day_open"] = reading
+            tank["next_close_ms"] = _next_boundary(t, offset, self.params["interval_minutes"])
+            _take(tank, t)  # sales before the first reading have no opening stock
+            return []
+        if t < tank["next_close_ms"]:
+            return []
+        taken = _take(tank, t)
+        compensated = mark[2] is not None and reading[2] is not None
+        stock = (mark[2] - reading[2]) if compensated else (mark[1] - reading[1])
+        sales = sum(taken["sales"].values())
+        variance = stock + taken["delivered"] - sales
+        day = tank["day"]
+        day["variance"] += variance
+        day["sales"] += sales
+        day["raw_intervals"] += 0 if compensated else 1
+        day["deliveries"] = (day["deliveries"] + taken["deliveries"])[:8]
+        self._attribute(tank, taken["sales"], variance)
+        tank["mark"] = reading
+        tank["next_close_ms"] = _next_boundary(t, offset, self.params["interval_minutes"])
+        if (t + offset) // DAY_MS == (tank["day_open"][0] + offset) // DAY_MS:
+            return []
+        return self._close_day(entry, tank, reading)
+
+    def _attribute(self, tank, nozzle_sales, variance):
+        """Normal equations of interval variance on the per-nozzle metered volumes."""
+        att = tank["attribution"]
+        nozzles = att["nozzles"]
+        for ref in nozzle_sales:
+            if ref not in nozzles:
+                if len(nozzles) >= self.params["max_nozzles_attributed"]:
+                    return
+                nozzles.append(ref)
+                for row in att["xtx"]:
+                    row.append(0.0)
+                att["xtx"].append([0.0] * len(nozzles))
+                att["xty"].append(0.0)
+        x = [nozzle_sales.get(ref, 0) / 1000 for ref in nozzles]
+        y = variance / 1000
+        for i, xi in enumerate(x):
+            if xi:
+                att["xty"][i] += xi * y
+                row = att["xtx"][i]
+                for j, xj in enumerate(x):
+                    row[j] += xi * xj
+        att["yy"] += y * y
+        att["n"] += 1
+
+    def _close_day(self, entry, tank, reading):
+        p = self.params
+        day, opening = tank["day"], tank["day_open"]
+        record = {"variance": day["variance"], "sales": day["sales"], "open": opening[3],
+                  "close": reading[3], "open_ms": opening[0], "close_ms": reading[0],
+                  "raw_intervals": day["raw_intervals"], "deliveries": day["deliveries"],
+                  "stock": reading[2] if reading[2] is not None else reading[1]}
+        days = tank["days"]
+        days.append(record)
+        del days[:max(0, len(days) - p["window_days"])]
+        tank["day"] = _new_day()
+        tank["day_open"] = reading
+        _forget(tank["attribution"], 1 - 1 / p["window_days"])
+        findings = []
+        limit = p["daily_limit_fraction"] * record["sales"] + p["daily_limit_ml"]
+        if abs(record["variance"]) > limit:
+            if not tank["daily_fired"]:
+                findings.append(self._daily_finding(entry, tank, record, limit))
+            tank["daily_fired"] = True
+        else:
+            tank["daily_fired"] = False
+        findings.extend(self._regression(entry, tank))
+        return findings
+
+    def _regression(self, entry, tank):
+        p = self.params
+        days = tank["days"]
+        if len(days) < p["min_days"]:
+            return []
+        xs, ys = [0.0], [0.0]
+        for day in days:
+            xs.append(xs[-1] + day["sales"])
+            ys.append(ys[-1] + day["variance"])
+        fit = linear_fit(xs, ys)
+        if fit is None:
+            return []
+        slope, _intercept, slope_se = fit
+        mean_x = sum(xs) / len(xs)
+        spread = math.sqrt(sum((x - mean_x) ** 2 for x in xs))
+        # The fit's own standard error can be tiny by chance with few days; the gauge's noise
+        # floor bounds it from below.
+        mean_stock = sum(day["stock"] for day in days) / len(days)
+        slope_se = max(slope_se, p["gauge_noise_fraction"] * mean_stock / spread)
+        threshold = p["slope_threshold"]
+        if tank["fired"]:
+            if abs(slope) < threshold / 2:
+                tank["fired"] = False
+            return []
+        if abs(slope) < threshold or abs(slope) < p["min_t"] * slope_se:
+            return []
+        tank["fired"] = True
+        return [self._slope_finding(entry, tank, slope, slope_se, xs[-1], ys[-1])]
+
+    def _suspect(self, tank, over_registration):
+        """The nozzle whose coefficient explains the slope, when the intervals separate the
+        nozzles well enough; else None."""
+        att = tank["attribution"]
+        k = len(att["nozzles"])
+        if k == 0 or att["n"] <= k + 2:
+            return None
+        solved = solve_normal_equations(att["xtx"], att["xty"],
+                                        self.params["attribution_min_pivot"])
+        if solved is None:
+            return None
+        coefficients, inverse = solved
+        residual = att["yy"] - sum(c * v for c, v in zip(coefficients, att["xty"]))
+        sigma2 = max(residual, 0.0) / (att["n"] - k)
+        ranked = sorted(range(k), key=lambda i: coefficients[i],
+                        reverse=not over_registration)
+        best = ranked[0]
+        se = math.sqrt(max(sigma2 * inverse[best], 0.0))
+        coefficient = coefficients[best]
+        if se <= 0 or abs(coefficient) < self.params["min_t"] * se:
+            return None
+        if (coefficient < 0) != over_registration:
+            return None
+        return att["nozzles"][best], coefficient, se
+
+    def _slope_finding(self, entry, tank, slope, slope_se, cum_sales, cum_variance):
+        p = self.params
+        days = tank["days"]
+        number = entry.device["tank_number"]
+        over = slope < 0
+        raw = sum(1 for day in days if day["raw_intervals"])
+        volume_en = ("temperature-compensated volume" if not raw else
+                     f"temperature-compensated volume (uncompensated volume on {raw} of the "
+                     f"{len(days)} days, where tc_volume_ml was absent)")
+        volume_zh = ("温度补偿体积" if not raw else
+                     f"温度补偿体积（其中 {raw} 天缺少 tc_volume_ml，用未补偿体积）")
+        span = f"{utc_text(days[0]['open_ms'])} .. {utc_text(days[-1]['close_ms'])}"
+        loss_per_day = cum_variance / max(1, len(days))
+        suspect = self._suspect(tank, over)
+        if over:
+            what_en = (f"the meters registered {percent(-slope)[1:]} more than left the tank "
+                       "(over-registration: customers receive less than they pay for)")
+            what_zh = f"加油机计量比油罐实际出油多 {percent(-slope)[1:]}（计量偏多，顾客少得油）"
+        else:
+            what_en = (f"the tank lost {percent(slope)[1:]} more than was metered, "
+                       f"{litres(loss_per_day)} a day (shortfall: leak, theft or "
+                       "under-registration)")
+            what_zh = (f"油罐减少量比计量销售多 {percent(slope)[1:]}，每天 {litres(loss_per_day)}"
+                       "（短少：渗漏、盗油或计量偏少）")
+        nozzle_en = nozzle_zh = ""
+        observed = {"slope": round(slope, 6), "slope_se": round(slope_se, 6),
+                    "days": len(days), "cumulative_variance_ml": round(cum_variance),
+                    "cumulative_sales_ml": round(cum_sales),
+                    "variance_per_day_ml": round(loss_per_day),
+                    "uncompensated_days": raw}
+        if suspect:
+            ref, coefficient, se = suspect
+            observed.update(suspect_nozzle=ref, suspect_coefficient=round(coefficient, 6),
+                            suspect_coefficient_se=round(se, 6))
+            nozzle_en = (f" Regressing the hourly interval variances on each nozzle's metered "
+                         f"volume points to nozzle {ref}: {percent(coefficient)} "
+                         f"± {percent(se)[1:]} of its metered volume.")
+            nozzle_zh = (f"按小时区间差异对各油枪计量量回归，指向油枪 {ref}：其计量量的 "
+                         f"{percent(coefficient)} ± {percent(se)[1:]}。")
+        ids = evidence_ids([d["open"] for d in days], [d["close"] for d in days],
+                           *[d["deliveries"] for d in days])[:MAX_EVIDENCE]
+        en = (f"Tank {number}: wetstock reconciliation (opening + deliveries - metered sales - "
+              f"closing, on {volume_en}) expects a variance of about 0 % of sales; honest "
+              f"meters stay within ±0.3 % (MPE). Over {len(days)} days ({span}) the cumulative "
+              f"variance is {litres(cum_variance)} against {litres(cum_sales)} of metered "
+              f"sales: slope {percent(slope)} of sales, standard error {percent(slope_se)[1:]}, "
+              f"threshold ±{percent(p['slope_threshold'])[1:]}; {what_en}.{nozzle_en} "
+              f"Evidence: the inventory readings opening and closing each day and the "
+              f"deliveries, record ids {_id_text(ids)}.")
+        zh = (f"{number} 号油罐：液位对账（期初 + 进油 - 计量销售 - 期末，按{volume_zh}）预期差异"
+              f"约为销售量的 0 %，合格加油机误差在 ±0.3 %（最大允许误差）内。{len(days)} 天内"
+              f"（{span}）累计差异 {litres(cum_variance)}，累计计量销售 {litres(cum_sales)}："
+              f"斜率为销售量的 {percent(slope)}，标准误差 {percent(slope_se)[1:]}，阈值 "
+              f"±{percent(p['slope_threshold'])[1:]}；{what_zh}。{nozzle_zh}"
+              f"证据：每天期初和期末的液位记录及进油记录，记录号 {_id_text(ids)}。")
+        significance = abs(slope) / p["slope_threshold"]
+        return self.finding(entry, severity="high" if over else "medium",
+                            score=0.5 + 0.25 * min(2.0, significance - 1), en=en, zh=zh,
+                            observed=observed, evidence=ids, device=f"tank/{number}")
+
+    def _daily_finding(self, entry, tank, day, limit):
+        number = entry.device["tank_number"]
+        ids = evidence_ids([day["open"], day["close"]], day["deliveries"])
+        span = f"{utc_text(day['open_ms'])} .. {utc_text(day['close_ms'])}"
+        direction_en = ("the meters registered more than left the tank" if day["variance"] < 0
+                        else "the tank lost more than was metered")
+        direction_zh = "计量多于油罐出油" if day["variance"] < 0 else "油罐减少多于计量"
+        en = (f"Tank {number}: one business day ({span}) has a variance of "
+              f"{litres(day['variance'])} on {litres(day['sales'])} of metered sales; expected "
+              f"within ±{litres(limit)} ({percent(self.params['daily_limit_fraction'])[1:]} of "
+              f"sales + {litres(self.params['daily_limit_ml'])}); {direction_en}, "
+              f"{litres(abs(day['variance']) - limit)} beyond the limit. Evidence: the opening "
+              f"and closing readings and deliveries, record ids {_id_text(ids)}.")
+        zh = (f"{number} 号油罐：一个营业日（{span}）差异 {litres(day['variance'])}，计量销售 "
+              f"{litres(day['sales'])}；预期在 ±{litres(limit)} 以内（销售量的 "
+              f"{percent(self.params['daily_limit_fraction'])[1:]} + "
+              f"{litres(self.params['daily_limit_ml'])}）；{direction_zh}，超出 "
+              f"{litres(abs(day['variance']) - limit)}。证据：期初、期末液位记录及进油记录，"
+              f"记录号 {_id_text(ids)}。")
+        excess = abs(day["variance"]) / max(limit, 1)
+        return self.finding(entry, rule="tank.daily_variance", severity="medium",
+                            score=0.4 + 0.2 * min(2.0, excess - 1), en=en, zh=zh,
+                            observed={"variance_ml": round(day["variance"]),
+                                      "sales_ml": day["sales"], "limit_ml": round(limit)},
+                            evidence=ids, device=f"tank/{number}")
+
+
+def _new_tank():
+    return {"mark": None, "day_open": None, "next_close_ms": 0, "pending": {},
+            "day": _new_day(), "days": [], "fired": False, "daily_fired": False,
+            "attribution": {"nozzles": [], "xtx": [], "xty": [], "yy": 0.0, "n": 0}}
+
+
+def _new_day():
+    return {"variance": 0, "sales": 0, "raw_intervals": 0, "deliveries": []}
+
+
+def _bucket(tank, end_ms):
+    key = str(end_ms // BUCKET_MS)
+    bucket = tank["pending"].get(key)
+    if bucket is None:
+        bucket = tank["pending"][key] = {"sales": {}, "delivered": 0, "deliveries": []}
+    return bucket
+
+
+def _take(tank, t):
+    """Remove and sum the buckets that ended at or before ``t``."""
+    taken = {"sales": {}, "delivered": 0, "deliveries": []}
+    pending = tank["pending"]
+    for key in [k for k in pending if (int(k) + 1) * BUCKET_MS <= t]:
+        bucket = pending.pop(key)
+        for ref, ml in bucket["sales"].items():
+            taken["sales"][ref] = taken["sales"].get(ref, 0) + ml
+        taken["delivered"] += bucket["delivered"]
+        taken["deliveries"] += bucket["deliveries"]
+    return taken
+
+
+def _next_boundary(t, offset, minutes):
+    step = minutes * 60_000
+    return ((t + offset) // step + 1) * step - offset
+
+
+def _delivered_ml(body):
+    if body.get("start_tc_volume_ml") is not None and body.get("end_tc_volume_ml") is not None:
+        return body["end_tc_volume_ml"] - body["start_tc_volume_ml"]
+    return body["end_volume_ml"] - body["start_volume_ml"]
+
+
+def _forget(att, factor):
+    """Older intervals weigh less, so the attribution follows the recent window_days."""
+    att["xtx"] = [[v * factor for v in row] for row in att["xtx"]]
+    att["xty"] = [v * factor for v in att["xty"]]
+    att["yy"] *= factor
+    att["n"] *= factor
+
+
+def _id_text(ids):
+    return ", ".join(str(i) for i in ids)
+
+
+DETECTORS = (Wetstock,)

@@ -93,7 +93,7 @@ def sale_body(*, grade, volume_ml, unit_price_minor_per_kl, start_wall_time_ms, 
         body["totalizer_end_ml"] = totalizer_start_ml + volume_ml
     if pulses is not None:
         body["pulses_counted"] = pulses
-        body["pulse_volume_ml"] = pulses * _PPM // k_factor_pulses_per_kl // 1000
+        body["pulse_volume_ml"] = pulses * _PPM // k_factor_pulses_per_kl  # 10^6 mL per kL
     body.update(optional)
     return body
 

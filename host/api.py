@@ -33,10 +33,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .api_models import (MAX_INT64, AlertDetailOut, AlertOut, AssignIn, AuditCheckOut,
                          AuditEntryOut, AuditPageOut, CloseIn, DeviceIn, DeviceOut, ErrorOut,
-                         FindingOut, GatewayIn, GatewayOut, GatewayStatusIn, IngestStateOut,
-                         KeyIn, KeyOut, NoteIn, NoteOut, RecordDetailOut, RecordOut,
-                         RecordPageOut, RevokeIn, SiteIn, SiteOut, Text, TransitionOut,
-                         to_model)
+                         FindingOut, GatewayIn, GatewayOut, GatewayStatusIn, Grade,
+                         GradeTankOut, GradeTanksIn, IngestStateOut, KeyIn, KeyOut, MaxFlowIn,
+                         MaxFlowOut, NoteIn, NoteOut, PriceIn, PriceOut, RecordDetailOut,
+                         RecordOut, RecordPageOut, RevokeIn, SiteIn, SiteOut, Text,
+                         TransitionOut, WorkOrderIn, WorkOrderOut, to_model)
 from .api_tokens import TokenBook
 from .storage import (DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, OUTCOMES, AlertError, StorageError,
                       open_store)
@@ -55,6 +56,10 @@ PERMISSIONS = {
     "records.read": _EVERYONE,
     "alerts": ("officer", "supervisor", "admin"),
     "audit.read": ("supervisor", "admin"),
+    # What the detectors check against: officers enter work orders and announced prices; the
+    # grade -> tank map and nozzle flows are registration data, like devices.
+    "site_facts.read": ("officer", "supervisor", "admin"),
+    "site_facts.write": ("officer", "supervisor", "admin"),
 }
 
 _ERRORS = {status: {"model": ErrorOut} for status in (401, 403, 404, 409, 422, 503)}
@@ -363,6 +368,83 @@ def create_app(store, tokens):
     def add_note(alert_id: Id, note: NoteIn, who: Caller):
         return to_model(NoteOut, act(alert_id, lambda alerts: alerts.add_note(
             alert_id, note.text, who.name, who.role)))
+
+    # --- what the detectors know ----------------------------------------------------------------
+
+    def site_of(db, site_id):
+        return _found(next((s for s in db.registry.sites() if s.site_id == site_id), None),
+                      f"site {site_id}")
+
+    @app.post("/sites/{site_id}/work-orders", response_model=WorkOrderOut, status_code=201)
+    def add_work_order(site_id: Text, order: WorkOrderIn,
+                       who: Annotated[object, caller("site_facts.write")]):
+        """Authorised work: a configuration event it covers raises no alert."""
+        with gate() as db:
+            site_of(db, site_id)
+            with _refusal_is_conflict():
+                added = db.detection.add_work_order(
+                    order.work_order_id, site_id, order.work, order.valid_from_ms,
+                    order.valid_to_ms, entered_by=who.name, gateway_id=order.gateway_id,
+                    device_ref=order.device_ref, technician=order.technician,
+                    reference=order.reference)
+            return to_model(WorkOrderOut, added)
+
+    @app.get("/sites/{site_id}/work-orders", response_model=list[WorkOrderOut],
+             dependencies=[caller("site_facts.read")])
+    def list_work_orders(site_id: Text, at_ms: Seq = None):
+        with gate() as db:
+            site_of(db, site_id)
+            return [to_model(WorkOrderOut, order)
+                    for order in db.detection.work_orders(site_id, at_ms=at_ms)]
+
+    @app.post("/sites/{site_id}/prices", response_model=PriceOut, status_code=201)
+    def set_price(site_id: Text, price: PriceIn,
+                  who: Annotated[object, caller("site_facts.write")]):
+        """The unit price the site announced for a grade from a time on."""
+        with gate() as db:
+            site_of(db, site_id)
+            return to_model(PriceOut, db.detection.set_price(
+                site_id, price.grade, price.price_minor_per_kl, price.valid_from_ms,
+                entered_by=who.name))
+
+    @app.get("/sites/{site_id}/prices", response_model=list[PriceOut],
+             dependencies=[caller("site_facts.read")])
+    def list_prices(site_id: Text, grade: Annotated[Grade | None, Query()] = None):
+        with gate() as db:
+            site_of(db, site_id)
+            return [to_model(PriceOut, price) for price in db.detection.prices(site_id, grade)]
+
+    @app.put("/sites/{site_id}/grade-tanks", response_model=list[GradeTankOut])
+    def set_grade_tanks(site_id: Text, tanks: GradeTanksIn,
+                        who: Annotated[object, caller("registry.write")]):
+        with gate() as db:
+            site_of(db, site_id)
+            return [to_model(GradeTankOut, row) for row in db.detection.set_grade_tanks(
+                site_id, {int(grade): tank for grade, tank in tanks.tanks.items()},
+                entered_by=who.name)]
+
+    @app.get("/sites/{site_id}/grade-tanks", response_model=list[GradeTankOut],
+             dependencies=[caller("site_facts.read")])
+    def list_grade_tanks(site_id: Text):
+        with gate() as db:
+            site_of(db, site_id)
+            return [to_model(GradeTankOut, row) for row in db.detection.grade_tanks(site_id)]
+
+    @app.put("/sites/{site_id}/max-flows", response_model=MaxFlowOut)
+    def set_max_flow(site_id: Text, flow: MaxFlowIn,
+                     who: Annotated[object, caller("registry.write")]):
+        """A nozzle's registered maximum flow rate (Qmax), L/min."""
+        with gate() as db:
+            site_of(db, site_id)
+            return to_model(MaxFlowOut, db.detection.set_max_flow(
+                site_id, flow.device_ref, flow.max_flow_lpm, entered_by=who.name))
+
+    @app.get("/sites/{site_id}/max-flows", response_model=list[MaxFlowOut],
+             dependencies=[caller("site_facts.read")])
+    def list_max_flows(site_id: Text):
+        with gate() as db:
+            site_of(db, site_id)
+            return [to_model(MaxFlowOut, row) for row in db.detection.max_flows(site_id)]
 
     # --- audit log ------------------------------------------------------------------------------
 

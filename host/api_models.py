@@ -9,8 +9,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, field_validator
 
+from meterseal.fraud_rules.facts import AUTHORISED_WORK
+
 from . import verify
-from .storage import CLOSE_REASONS, rows
+from .storage import CLOSE_REASONS, detection, rows
 from .storage.migrations import DEVICE_TYPES, GATEWAY_STATUSES
 
 # Integers the databases hold as signed 64-bit (BIGINT): larger ones are refused up front.
@@ -155,3 +157,42 @@ AlertDetailOut = create_model("AlertDetailOut", __base__=AlertOut,
 AuditEntryOut = _mirror(rows.AuditEntry)
 AuditPageOut = _page(AuditEntryOut, "AuditPageOut")
 AuditCheckOut = _mirror(rows.AuditCheck, intact=(bool, ...))
+
+# --- what the detectors know: work orders, prices, tanks, nozzle flows --------------------------
+
+Grade = Annotated[int, Field(ge=1, le=99, description="grade (product) number, as in fuel.sale")]
+
+
+class WorkOrderIn(_In):
+    work_order_id: _Text
+    work: Annotated[list[Literal[AUTHORISED_WORK]], Field(min_length=1)]
+    valid_from_ms: Millis
+    valid_to_ms: Millis
+    gateway_id: _Text | None = Field(None, description="default: every gateway of the site")
+    device_ref: _Text | None = Field(None, description='e.g. "80/1" or "80"; default: all')
+    technician: Annotated[Text, Field(max_length=200)] = ""
+    reference: Annotated[Text, Field(max_length=200)] = Field(
+        "", description="the authority's own number for the order")
+
+
+class PriceIn(_In):
+    grade: Grade
+    price_minor_per_kl: Annotated[int, Field(ge=0, le=MAX_INT64)]
+    valid_from_ms: Millis
+
+
+class GradeTanksIn(_In):
+    tanks: dict[Annotated[str, Field(pattern=r"^[1-9][0-9]?$")],
+                Annotated[int, Field(ge=0, le=MAX_INT64)]] = Field(
+        description='grade -> tank number, e.g. {"92": 1, "95": 2}; replaces the site\'s map')
+
+
+class MaxFlowIn(_In):
+    device_ref: _Text
+    max_flow_lpm: Annotated[float, Field(gt=0, le=10000)]
+
+
+WorkOrderOut = _mirror(detection.WorkOrderEntry)
+PriceOut = _mirror(detection.AnnouncedPrice)
+GradeTankOut = _mirror(detection.GradeTank)
+MaxFlowOut = _mirror(detection.NozzleMaxFlow)

@@ -4,16 +4,18 @@ import argparse
 import subprocess
 import sys
 
+from meterseal.fraud_rules import ParamsError
 from meterseal.hil import commands as hil_commands
 from meterseal.hil.fleet import FleetError
 from meterseal.hil.micropython import MicroPythonError
 from meterseal.hil.scenario import ScenarioError
 from meterseal.hil.site import SiteError
-from meterseal.host import (bench, demo, drill, gateway_cli, records_cli, registry_cli, serve,
-                            token_cli)
+from meterseal.host import (backtest, bench, demo, drill, evaluate_cli, gateway_cli, records_cli,
+                            registry_cli, serve, site_facts_cli, token_cli)
 from meterseal.protocol.errors import ProtocolError
 
 _USER_ERRORS = (
+    backtest.BacktestError,
     demo.DemoError,
     drill.DrillError,
     FleetError,
@@ -25,6 +27,7 @@ _USER_ERRORS = (
     ScenarioError,
     SiteError,
     OSError,
+    ParamsError,
     subprocess.TimeoutExpired,
 )
 
@@ -45,6 +48,9 @@ def build_parser():
     records_cli.add_parsers(sub)
     serve.add_parser(sub)
     token_cli.add_parser(sub)
+    site_facts_cli.add_parser(sub)
+    backtest.add_parser(sub)
+    evaluate_cli.add_parser(sub)
     return parser
 
 

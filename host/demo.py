@@ -32,6 +32,7 @@ from meterseal.host.ingest import IngestConfig
 from meterseal.host.serve import TOKENS_FILE, HostService
 
 SCENARIO = Path(scenarios.__file__).parent / "scenarios" / "demo_site.toml"
+DETECTOR_PARAMS = SCENARIO.with_name("demo_params.toml")  # why: the file says
 DEFAULT_DIRECTORY = "meterseal-demo"
 MARKER_FILE = "meterseal-demo.json"  # marks a directory this command may wipe and reuse
 STATION, MARKET = "STATION-1", "MARKET-1"
@@ -40,6 +41,9 @@ MAX_DAYS = 7
 _KEEP_UP_TIMEOUT_S = 60
 _DRAIN_TIMEOUT_S = 120
 _BOOT_TIMEOUT_S = 60
+_DEMO_ACTOR = "demo.operator"
+# Alerts from the signatures and chains (ingest_alerts); every other rule is a detector's.
+_INTEGRITY_RULES = ("chain.", "verify.", "registry.")
 
 
 class DemoError(RuntimeError):
@@ -135,12 +139,14 @@ def run(args):
     (directory / MARKER_FILE).write_text(json.dumps({"scenario": str(SCENARIO), "days": args.days}))
     # Ports chosen by the system: the demo never takes a port a real host may be using.
     ingest_config = IngestConfig(port=0, clock_tolerance_ms=fleet.clock_tolerance_ms(
-        args.speed, fleet.HOST_CLOCK_TOLERANCE_MS))
+        args.speed, fleet.HOST_CLOCK_TOLERANCE_MS), detector_params=str(DETECTOR_PARAMS))
     service = HostService(str(directory), tokens, ingest_config=ingest_config, api_port=0,
                           clock_ms=site.clock.now_ms)
     host = _HostThread(service)
     _say(f"   host on 127.0.0.1: ingest port {service.ingest_port}, REST API port "
          f"{service.api_port}; {service.label}")
+    _say(f"   detectors live in the ingest, parameters {DETECTOR_PARAMS.name}: the flow "
+         f"detectors are off at {args.speed:g}x, where a gateway's timing is not physical")
     gateways = fleet.Fleet(site, directory / "image", directory, service.ingest_port,
                            station_id=STATION, market_id=MARKET)
     watch = None
@@ -153,6 +159,7 @@ def run(args):
             store.registry.add_site(MARKET, "Demo market row / 示范农贸市场", "3 Harbour Road")
             # Keys count from the start of the simulated days, the time the records carry.
             software_id = gateways.provision(store, valid_from_ms=int(data["start_s"] * 1000))
+            _register_station_facts(store, data)
         for gateway in gateways.gateways:
             devices = ", ".join(f"{d.type} {d.ref}" for d in gateway.devices)
             _say(f"   {gateway.gateway_id:<20} {gateway.site_id:<10} {devices}")
@@ -195,6 +202,23 @@ def run(args):
     _say()
     _say("Demo finished: every check passed." if ok else "Demo finished: some checks FAILED.")
     return 0 if ok else 1
+
+
+def _register_station_facts(store, data):
+    """What the station's detectors compare the records with, as its operator declares them:
+    the posted prices, which tank feeds each grade, and each nozzle's rated maximum flow."""
+    facts = store.detection
+    start_ms = int(data["start_s"] * 1000)
+    prices, tanks = {}, {}
+    for dispenser in data["forecourt"]["dispensers"]:
+        for number, nozzle in enumerate(dispenser["nozzles"], 1):
+            prices[nozzle["grade"]] = nozzle["unit_price_minor_per_kl"]
+            tanks[nozzle["grade"]] = nozzle["tank"]
+            facts.set_max_flow(STATION, f"{dispenser['address']}/{number}",
+                               nozzle["max_flow_lpm"], entered_by=_DEMO_ACTOR)
+    for grade, price in sorted(prices.items()):
+        facts.set_price(STATION, grade, price, start_ms, entered_by=_DEMO_ACTOR)
+    facts.set_grade_tanks(STATION, tanks, entered_by=_DEMO_ACTOR)
 
 
 def _replay(site, visits, gateways, watch, args):
@@ -287,7 +311,7 @@ def _summary(directory, site, gateways, outcome):
                      + (f"; {outcomes[verify.VERIFIED_WITH_WARNINGS]} signed before the gateway "
                         "had the host's time" if outcomes[verify.VERIFIED_WITH_WARNINGS] else ""))
         kinds, findings, reverified, checked = Counter(), Counter(), 0, 0
-        truth_lines, truth_ok = [], True
+        truth_lines, truth_ok, cheating = [], True, set()
         for gateway in gateways.gateways:
             stored = _stored(store, gateway.gateway_id)
             reverified += sum(1 for outcome_, _ in stored if outcome_ == verify.VERIFIED)
@@ -295,9 +319,11 @@ def _summary(directory, site, gateways, outcome):
             signed = [record for _, record in stored if record is not None]
             kinds.update(r["kind"] for r in signed)
             findings.update(f.kind for f in store.findings(gateway.gateway_id))
-            line, matched = _truth_line(site, gateway, signed)
+            line, matched, cheated = _truth_line(site, gateway, signed)
             truth_lines.append(line)
             truth_ok &= matched
+            if cheated:
+                cheating.add(gateway.gateway_id)
         ok &= _check(reverified == checked == total,
                      f"{reverified:,} of {checked:,} re-verified here from the database with "
                      "cryptography and the registry's keys")
@@ -309,21 +335,35 @@ def _summary(directory, site, gateways, outcome):
                      "the device showed the customer:")
         for line in truth_lines:
             _say("         " + line)
-        alerts = store.alerts.ranked(limit=100)
-        _say(f"   alerts raised: {len(alerts)}" + ("" if alerts else " (signatures and chains "
-             "found nothing to raise; the cheats above sit before the gateway, in the device)"))
-        for alert in alerts[:10]:
-            _say(f"     #{alert.alert_id} {alert.severity:<8} {alert.rule:<24} {alert.gateway_id}: "
-                 f"{alert.explanation_en}")
+        ok &= _detections(store.alerts.ranked(limit=500), cheating)
         if outcome["slow"]:
             _say("   note: the replay waited the full keep-up time for "
                  + ", ".join(outcome["slow"]) + " (the machine is loaded)")
     return ok
 
 
+def _detections(alerts, cheating):
+    """The detectors' alerts: each cheating device must have one, and the honest ones none."""
+    detected = [a for a in alerts if not a.rule.startswith(_INTEGRITY_RULES)]
+    caught = {a.gateway_id for a in detected} & cheating
+    false = [a for a in detected if a.gateway_id not in cheating]
+    ok = _check(caught == cheating and not false,
+                f"the detectors raised {len(detected)} alert(s) live: on {len(caught)} of the "
+                f"{len(cheating)} cheating devices, {len(false)} on honest ones")
+    for alert in sorted(alerts, key=lambda a: (a.gateway_id not in cheating, -a.score))[:12]:
+        _say(f"     #{alert.alert_id} {alert.severity:<8} {alert.rule:<28} {alert.gateway_id} "
+             f"{alert.device_ref or ''}")
+        _say(f"        {alert.explanation_en}")
+        _say(f"        {alert.explanation_zh}")
+        _say(f"        evidence: {len(alert.evidence_record_ids)} record(s), ids "
+             + ", ".join(str(i) for i in alert.evidence_record_ids[:8])
+             + (" ..." if len(alert.evidence_record_ids) > 8 else ""))
+    return ok
+
+
 def _truth_line(site, gateway, signed):
-    """One line comparing a gateway's signed records with its device's ground truth, and
-    whether they match exactly."""
+    """One line comparing a gateway's signed records with its device's ground truth, whether
+    they match exactly, and whether the device cheated."""
     kind, index = gateway.serves[0], gateway.serves[-1]
     events = Counter(r["body"]["event_type"] for r in signed if r["kind"] == "event")
     if kind == "pump":
@@ -337,7 +377,7 @@ def _truth_line(site, gateway, signed):
             line += (f"; CHEATING on {len(cheated)} sales ({short_ml / 1000:.1f} L charged but "
                      f"not delivered); the gateway signed {events['pulse_mismatch']} "
                      "pulse_mismatch events")
-        return line, _sales_match(sales, truth)
+        return line, _sales_match(sales, truth), bool(cheated)
     if kind == "scale":
         truth = [e for e in site.scales[index].truth.entries() if e["kind"] == "weighing"]
         weighings = [r for r in signed if r["kind"] == "scale.weighing"]
@@ -347,12 +387,12 @@ def _truth_line(site, gateway, signed):
         if cheated:
             extra_g = sum(e["net_mg"] - e["true_net_mg"] for e in cheated) / 1000
             line += f"; CHEATING on {len(cheated)} weighings ({extra_g:.0f} g charged but not sold)"
-        return line, _weighings_match(weighings, truth)
+        return line, _weighings_match(weighings, truth), bool(cheated)
     deliveries = [r for r in signed if r["kind"] == "tank.delivery"]
     readings = [r for r in signed if r["kind"] == "tank.inventory"]
     line = (f"tank gauge ({gateway.gateway_id}): {len(readings)} inventory readings, "
             f"deliveries: {len(deliveries)} signed of {len(site.gauge.truth)} made")
-    return line, len(deliveries) == len(site.gauge.truth)
+    return line, len(deliveries) == len(site.gauge.truth), False
 
 
 def _days(text):

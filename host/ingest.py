@@ -37,6 +37,7 @@ from dataclasses import dataclass, fields
 from functools import partial
 
 from meterseal.host import ingest_alerts, verify
+from meterseal.host.detection import LiveDetection
 from meterseal.host.ingest_check import GatewayChecker, Rotation, rotated_key_problem
 from meterseal.host.storage import StorageError, open_store
 from meterseal.protocol import cose, records
@@ -77,6 +78,12 @@ class IngestConfig:
     clock_tolerance_ms: int = 5000
     # send_command waits this long for the COMMAND_RESULT by default.
     command_timeout_s: float = 30.0
+    # Run the cheating detectors on each committed batch (docs/host.md, "Detection"); off, the
+    # records are still stored and the detectors catch up when it is next on.
+    detection: bool = True
+    # A detector parameters file overriding the packaged defaults (docs/detectors.md); empty:
+    # the defaults.
+    detector_params: str = ""
 
     def __post_init__(self):
         if not 1 <= self.max_frame_payload_bytes <= wire.MAX_PAYLOAD_BYTES:
@@ -143,8 +150,13 @@ class IngestServer:
         self._next_command_id = 0
         self._server = None
         self._sweeper = None
+        self._detection = (LiveDetection(store, params_file=config.detector_params or None)
+                           if config.detection else None)
 
     async def start(self):
+        if self._detection is not None:
+            # First on the worker thread: every batch is fed after the catch-up.
+            self._executor.submit(self._start_detection)
         self._server = await asyncio.start_server(
             self._serve, self.config.host, self.config.port, ssl=self.ssl_context,
             ssl_handshake_timeout=self.config.handshake_timeout_s if self.ssl_context else None,
@@ -164,6 +176,8 @@ class IngestServer:
         await self._server.wait_closed()
         self._verifier.shutdown(wait=True)
         self._executor.shutdown(wait=True)
+        if self._detection is not None:
+            self._detection.close()
 
     def connected(self):
         """The ids of the gateways with an authenticated session."""
@@ -188,6 +202,14 @@ class IngestServer:
             connection.pending.pop(command_id, None)
 
     # --- the worker thread ----------------------------------------------------------------------
+
+    def _start_detection(self):
+        try:
+            self._detection.start()
+        except Exception as exc:  # the records are still stored; a restart catches up
+            log.error("detection is off until the ingest restarts: %s: %s",
+                      type(exc).__name__, exc)
+            self._detection = None
 
     async def _db(self, function, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
@@ -299,6 +321,8 @@ class IngestServer:
                                                       record_id_at),
             *ingest_alerts.software_sightings(gateway_id, checker.expected_software,
                                               checked.unexpected_software, record_id_at)])
+        if self._detection is not None:
+            self._detection.after_batch(checked.items, results)
         outcomes = {}
         for (_, verdict), result in zip(checked.items, results):
             name = result.outcome if verdict.outcome in verify.ACCEPTED else verdict.outcome
@@ -603,7 +627,9 @@ def _arguments(argv):
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve TLS")
     parser.add_argument("--tls-key", help="PEM key of --tls-cert")
     for option in fields(IngestConfig):
-        parser.add_argument("--" + option.name.replace("_", "-"), type=type(option.default),
+        kind = {"action": argparse.BooleanOptionalAction} if type(option.default) is bool else {
+            "type": type(option.default)}
+        parser.add_argument("--" + option.name.replace("_", "-"), **kind,
                             default=option.default, help=f"default {option.default}")
     return parser.parse_args(argv)
 

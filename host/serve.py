@@ -12,6 +12,7 @@ then never wait behind an API read, and SQLite's WAL lets both work at once.
 installs no signal handlers, so it can run on any thread's event loop.
 """
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -187,6 +188,9 @@ def add_parser(sub):
     limits = parser.add_argument_group("ingest limits (docs/ingest.md)")
     for option in fields(IngestConfig):
         if option.name not in ("host", "port"):
-            limits.add_argument("--" + option.name.replace("_", "-"), type=type(option.default),
+            # A switch is --name / --no-name: type=bool would read "False" as true.
+            kind = ({"action": argparse.BooleanOptionalAction} if type(option.default) is bool
+                    else {"type": type(option.default)})
+            limits.add_argument("--" + option.name.replace("_", "-"), **kind,
                                 default=option.default, help=f"default {option.default}")
     parser.set_defaults(run=run)

@@ -116,6 +116,16 @@ ROUTES = [
     ("POST", "/alerts/1/reopen", None, DECIDERS),
     ("POST", "/alerts/1/assign", {"assignee": "zhang.min"}, DECIDERS),
     ("POST", "/alerts/1/notes", {"text": "seen"}, DECIDERS),
+    ("POST", "/sites/SITE-1/work-orders", {"work_order_id": "WO-1", "work": ["calibration"],
+                                           "valid_from_ms": 0, "valid_to_ms": 1}, DECIDERS),
+    ("GET", "/sites/SITE-1/work-orders", None, DECIDERS),
+    ("POST", "/sites/SITE-1/prices", {"grade": 92, "price_minor_per_kl": 1, "valid_from_ms": 0},
+     DECIDERS),
+    ("GET", "/sites/SITE-1/prices", None, DECIDERS),
+    ("PUT", "/sites/SITE-1/grade-tanks", {"tanks": {"92": 1}}, ADMIN),
+    ("GET", "/sites/SITE-1/grade-tanks", None, DECIDERS),
+    ("PUT", "/sites/SITE-1/max-flows", {"device_ref": "80/1", "max_flow_lpm": 50}, ADMIN),
+    ("GET", "/sites/SITE-1/max-flows", None, DECIDERS),
     ("GET", "/audit", None, SUPERVISORS),
     ("GET", "/audit/verify", None, SUPERVISORS),
 ]
@@ -125,7 +135,8 @@ ROUTES = [
 def test_the_route_table_covers_every_route(site):
     served = {(method, route.path) for route in site.client.app.routes
               if isinstance(route, APIRoute) for method in route.methods}
-    listed = {(method, path.replace(GW, "{gateway_id}").replace("/1", "/{id}")
+    listed = {(method, path.replace(GW, "{gateway_id}").replace("SITE-1", "{site_id}")
+               .replace("/1", "/{id}")
                .replace("00" * 32, "{kid}")) for method, path, _, _ in ROUTES}
     served = {(method, path.replace("{record_id}", "{id}").replace("{alert_id}", "{id}"))
               for method, path in served}

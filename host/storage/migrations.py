@@ -212,7 +212,64 @@ _GATEWAY_SOFTWARE = Migration(4, "gateways: registered software id", (
     "ALTER TABLE gateways ADD COLUMN software_id TEXT",
 ))
 
-MIGRATIONS = (_REGISTRY, _RECORDS, _ALERTS, _GATEWAY_SOFTWARE)
+# What the detectors know beyond the records (fraud_rules.facts, docs/host.md "Detection"), as
+# officers enter it, and the detectors' saved state. Facts are keyed by site, like the registry;
+# work kinds are stored as a comma-separated list of fraud_rules.facts.AUTHORISED_WORK.
+# detection_facts_revision is one counter that every change to the facts raises, so the ingest
+# (which holds its own connection) sees an officer's change at its next batch.
+_DETECTION = Migration(5, "detection: work orders, announced prices, grade tanks, nozzle flows, "
+                          "detector checkpoints", (
+    """CREATE TABLE work_orders (
+        work_order_id TEXT PRIMARY KEY,
+        site_id TEXT NOT NULL REFERENCES sites (site_id),
+        gateway_id TEXT REFERENCES gateways (gateway_id),
+        device_ref TEXT,
+        work TEXT NOT NULL,
+        valid_from_ms BIGINT NOT NULL,
+        valid_to_ms BIGINT NOT NULL,
+        technician TEXT NOT NULL,
+        reference TEXT NOT NULL,
+        entered_by TEXT NOT NULL,
+        entered_at_ms BIGINT NOT NULL,
+        CHECK (valid_to_ms >= valid_from_ms)
+    )""",
+    "CREATE INDEX work_orders_by_site ON work_orders (site_id, valid_from_ms)",
+    """CREATE TABLE announced_prices (
+        site_id TEXT NOT NULL REFERENCES sites (site_id),
+        grade BIGINT NOT NULL,
+        valid_from_ms BIGINT NOT NULL,
+        price_minor_per_kl BIGINT NOT NULL CHECK (price_minor_per_kl >= 0),
+        entered_by TEXT NOT NULL,
+        entered_at_ms BIGINT NOT NULL,
+        PRIMARY KEY (site_id, grade, valid_from_ms)
+    )""",
+    """CREATE TABLE grade_tanks (
+        site_id TEXT NOT NULL REFERENCES sites (site_id),
+        grade BIGINT NOT NULL,
+        tank_number BIGINT NOT NULL,
+        PRIMARY KEY (site_id, grade)
+    )""",
+    """CREATE TABLE nozzle_max_flows (
+        site_id TEXT NOT NULL REFERENCES sites (site_id),
+        device_ref TEXT NOT NULL,
+        max_flow_lpm DOUBLE PRECISION NOT NULL CHECK (max_flow_lpm > 0),
+        PRIMARY KEY (site_id, device_ref)
+    )""",
+    """CREATE TABLE detection_facts_revision (
+        one BIGINT PRIMARY KEY CHECK (one = 1),
+        revision BIGINT NOT NULL
+    )""",
+    "INSERT INTO detection_facts_revision (one, revision) VALUES (1, 0)",
+    # One row per site: fraud_rules.engine's checkpoint of that site's detectors and the seq
+    # each of its gateways was fed up to (host/detection.py).
+    """CREATE TABLE detector_checkpoints (
+        site_id TEXT PRIMARY KEY,
+        checkpoint_json TEXT NOT NULL,
+        saved_at_ms BIGINT NOT NULL
+    )""",
+))
+
+MIGRATIONS = (_REGISTRY, _RECORDS, _ALERTS, _GATEWAY_SOFTWARE, _DETECTION)
 LATEST_VERSION = MIGRATIONS[-1].version
 
 _CREATE_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (

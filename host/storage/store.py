@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from . import audit, ingest, migrations
 from .alerts import Alerts
+from .detection import Detection
 from .errors import StorageError
 from .registry import Registry
 from .rows import (DEFAULT_PAGE_SIZE, ChainFinding, Fork, IngestResult, IngestState, NewFinding,
@@ -62,6 +63,7 @@ class Store:
         self.schema_version = migrations.upgrade(backend)
         self.registry = Registry(backend)
         self.alerts = Alerts(backend)
+        self.detection = Detection(backend)
 
     def close(self):
         self._backend.close()

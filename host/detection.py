@@ -1,0 +1,250 @@
+"""The cheating detectors (meterseal.fraud_rules) in the host: fed live by the ingest, after each
+committed batch, and raising what they find as alerts (docs/host.md, "Detection").
+
+- StoreFacts answers the detectors' questions (a gateway's site, announced prices, work
+  orders...) from the store, cached until an officer changes the facts.
+- LiveDetection runs one Engine over every site. Its state is saved per site in the store
+  (detector_checkpoints) every so many records or seconds, whenever a batch raised alerts, and
+  on close; on start it loads that state and replays the records stored after the seqs it
+  names, so a restart, or a spell with detection switched off, misses nothing and repeats no
+  finding.
+- replay_records gives stored records, merged across gateways by wall time; `meterseal
+  backtest` (backtest.py) uses it too.
+"""
+
+import heapq
+import logging
+import time
+from bisect import bisect_right
+
+from meterseal.fraud_rules import Engine, Facts, WorkOrder, load_params
+from meterseal.fraud_rules.engine import CHECKPOINT_FORMAT
+from meterseal.host import record_parser, verify
+from meterseal.host.storage import MAX_PAGE_SIZE, STORED, StorageError
+from meterseal.protocol import cose
+
+log = logging.getLogger("meterseal.detection")
+
+# Save the detectors' state at least this often while records flow. A crash loses at most this
+# much state, which the restart rebuilds by replaying those records (their findings were saved
+# with the batch that raised them, so none is raised twice).
+CHECKPOINT_EVERY_RECORDS = 5000
+CHECKPOINT_EVERY_S = 60.0
+
+
+class StoreFacts(Facts):
+    """fraud_rules.facts.Facts from the store. Answers are cached per site; ``refresh()`` drops
+    the cache when the facts revision moved (an officer's change, through any connection)."""
+
+    def __init__(self, store):
+        self._store = store
+        self._revision = None
+        self._gateway_sites = {}
+        self._by_site = {}
+
+    def refresh(self):
+        revision = self._store.detection.facts_revision()
+        if revision != self._revision:
+            self._revision = revision
+            self._by_site = {}
+
+    def _site(self, site_id):
+        facts = self._by_site.get(site_id)
+        if facts is None:
+            detection = self._store.detection
+            prices = {}
+            for price in detection.prices(site_id):  # by grade, then start: already sorted
+                starts, values = prices.setdefault(price.grade, ([], []))
+                starts.append(price.valid_from_ms)
+                values.append(price.price_minor_per_kl)
+            facts = self._by_site[site_id] = {
+                "prices": prices,
+                "tanks": {row.grade: row.tank_number for row in detection.grade_tanks(site_id)},
+                "flows": {row.device_ref: row.max_flow_lpm
+                          for row in detection.max_flows(site_id)},
+                "orders": [WorkOrder(order.work_order_id, order.site_id, order.gateway_id,
+                                     order.device_ref, order.work, order.valid_from_ms,
+                                     order.valid_to_ms, order.technician, order.reference)
+                           for order in detection.work_orders(site_id)],
+            }
+        return facts
+
+    def site_of(self, gateway_id):
+        site_id = self._gateway_sites.get(gateway_id)
+        if site_id is None:
+            gateway = self._store.registry.gateway(gateway_id)
+            if gateway is not None:  # an unregistered one may be registered later
+                site_id = self._gateway_sites[gateway_id] = gateway.site_id
+        return site_id
+
+    def announced_price(self, site_id, grade, at_ms):
+        starts, values = self._site(site_id)["prices"].get(grade, ((), ()))
+        index = bisect_right(starts, at_ms) - 1
+        return values[index] if index >= 0 else None
+
+    def tank_of(self, site_id, grade):
+        return self._site(site_id)["tanks"].get(grade)
+
+    def max_flow_lpm(self, site_id, device_ref):
+        return self._site(site_id)["flows"].get(device_ref)
+
+    def work_order(self, site_id, gateway_id, device_ref, work, at_ms):
+        for order in self._site(site_id)["orders"]:
+            if order.covers(site_id, gateway_id, device_ref, work, at_ms):
+                return order
+        return None
+
+
+def plain_record(stored):
+    """The plain form of a stored, accepted record (its signature was checked at ingest)."""
+    return record_parser.parse(cose.parse_sign1(stored.envelope).payload)
+
+
+def _gateway_records(store, gateway_id, after_seq, wall_from_ms, wall_before_ms):
+    """(wall_time_ms, gateway_id, seq, record_id, plain record) of one gateway, in seq order,
+    a page at a time."""
+    while True:
+        page = store.records(gateway_id, after_seq=after_seq, wall_time_from_ms=wall_from_ms,
+                             wall_time_before_ms=wall_before_ms, limit=MAX_PAGE_SIZE)
+        for stored in page.items:
+            yield stored.wall_time_ms, gateway_id, stored.seq, stored.record_id, \
+                plain_record(stored)
+        if page.next_after is None:
+            return
+        after_seq = page.next_after
+
+
+def replay_records(store, after_seqs, wall_from_ms=None, wall_before_ms=None):
+    """(record_id, plain record) of the gateways in ``after_seqs`` {gateway_id: seq or None},
+    those after each seq (all, for None) and within the wall-time window: each gateway's in seq
+    order, merged across gateways by wall time (a gateway whose clock jumps back stays in seq
+    order, and the merge takes the others around it)."""
+    streams = [_gateway_records(store, gateway_id, after_seq, wall_from_ms, wall_before_ms)
+               for gateway_id, after_seq in sorted(after_seqs.items())]
+    for *_, record_id, record in heapq.merge(*streams, key=lambda item: item[:3]):
+        yield record_id, record
+
+
+def split_checkpoint(engine, site_ids):
+    """The engine's checkpoint cut into one checkpoint per site of ``site_ids``, each with the
+    seqs of that site's gateways only."""
+    whole = engine.checkpoint()
+    by_site = {site_id: {"format": whole["format"], "params_version": whole["params_version"],
+                         "records_fed": whole["records_fed"], "fed": {},
+                         "sites": {site_id: whole["sites"].get(site_id, {})}}
+               for site_id in site_ids}
+    for gateway_id, seq in whole["fed"].items():
+        site = by_site.get(engine.site_of(gateway_id))
+        if site is not None:
+            site["fed"][gateway_id] = seq
+    return by_site
+
+
+def join_checkpoints(by_site):
+    """One engine checkpoint from per-site ones. A site saved in another format keeps the seqs
+    its gateways were fed up to but loses its detectors' state: they learn afresh from the next
+    record rather than raise old findings again."""
+    joined = {"format": CHECKPOINT_FORMAT, "fed": {}, "records_fed": 0, "sites": {}}
+    for site_id, saved in by_site.items():
+        joined["fed"].update(saved.get("fed", {}))
+        joined["records_fed"] = max(joined["records_fed"], saved.get("records_fed", 0))
+        if saved.get("format") == CHECKPOINT_FORMAT:
+            joined["sites"].update(saved.get("sites", {}))
+        else:
+            log.warning("site %s: detector state saved in format %r, not %d: its detectors "
+                        "start afresh", site_id, saved.get("format"), CHECKPOINT_FORMAT)
+    return joined
+
+
+class LiveDetection:
+    """The ingest's detectors. Every call runs on the ingest's worker thread, which owns
+    ``store``; ``start()`` before the first batch, ``close()`` after the last."""
+
+    def __init__(self, store, params=None, detectors=None, *, params_file=None,
+                 checkpoint_every_records=CHECKPOINT_EVERY_RECORDS,
+                 checkpoint_every_s=CHECKPOINT_EVERY_S, clock_s=time.monotonic):
+        self.store = store
+        self.params = params or load_params(params_file)
+        self.facts = StoreFacts(store)
+        self._detectors = detectors
+        self._every_records = checkpoint_every_records
+        self._every_s = checkpoint_every_s
+        self._clock_s = clock_s
+        self.engine = None
+        self._dirty = set()  # sites fed since the last save
+        self._unsaved = 0
+        self._saved_at_s = clock_s()
+
+    def start(self):
+        """Resume from the saved state and catch up on the records stored since."""
+        saved = join_checkpoints(self.store.detection.checkpoints())
+        self.facts.refresh()
+        self.engine = Engine(self.params, self.facts, saved, self._detectors)
+        after = {gateway.gateway_id: self.engine.fed.get(gateway.gateway_id)
+                 for gateway in self.store.registry.gateways()}
+        started = time.monotonic()
+        caught_up, findings = 0, []
+        for record_id, record in replay_records(self.store, after):
+            caught_up += 1
+            findings.extend(self._feed(record_id, record))
+        self._raise(findings)
+        self.checkpoint()
+        log.info("detection: %d detectors, parameters %s; caught up on %d records in %.1f s, "
+                 "%d findings", len(self.engine.detectors), self.params.version,
+                 caught_up,
+                 time.monotonic() - started, len(findings))
+
+    def after_batch(self, items, results):
+        """Feed what a committed batch stored and chained (``items`` as the ingest passed them to
+        store.ingest_batch, ``results`` what it returned), raise the findings as alerts, and
+        save the state when due."""
+        fresh = sorted((verdict.record["seq"], result.record_id, verdict.record)
+                       for (_, verdict), result in zip(items, results)
+                       if result.outcome == STORED and verdict.outcome in verify.ACCEPTED)
+        if not fresh:
+            return
+        self.facts.refresh()
+        findings = [finding for _, record_id, record in fresh
+                    for finding in self._feed(record_id, record)]
+        self._raise(findings)
+        if (findings or self._unsaved >= self._every_records
+                or self._clock_s() - self._saved_at_s >= self._every_s):
+            self.checkpoint()
+
+    def _feed(self, record_id, record):
+        try:
+            findings = self.engine.feed(record_id, record)
+        except Exception as exc:  # a detector's fault must not stop the ingest: log, go on
+            log.error("detection: gateway %s seq %d not evaluated: %s: %s",
+                      record["gateway_id"], record["seq"], type(exc).__name__, exc)
+            findings = []
+        self._dirty.add(self.engine.site_of(record["gateway_id"]))
+        self._unsaved += 1
+        return findings
+
+    def _raise(self, findings):
+        for finding in findings:
+            try:
+                alert = self.store.alerts.raise_alert(
+                    finding.gateway_id, finding.device_ref, finding.rule, finding.severity,
+                    finding.score, finding.explanation_en, finding.explanation_zh,
+                    finding.evidence_record_ids, finding.parameters)
+            except StorageError as exc:
+                log.error("gateway %s: alert %s not raised: %s", finding.gateway_id,
+                          finding.rule, exc)
+                continue
+            log.warning("gateway %s: alert %d %s on %s (%s): %s", finding.gateway_id,
+                        alert.alert_id, finding.rule, finding.device_ref, alert.severity,
+                        finding.explanation_en)
+
+    def checkpoint(self):
+        """Save the state of the sites fed since the last save."""
+        if self._dirty:
+            self.store.detection.save_checkpoints(split_checkpoint(self.engine, self._dirty))
+        self._dirty = set()
+        self._unsaved = 0
+        self._saved_at_s = self._clock_s()
+
+    def close(self):
+        if self.engine is not None:
+            self.checkpoint()

@@ -1,0 +1,260 @@
+"""dispenser.pulse_scaling and dispenser.selective on simulated forecourts: honest nozzles with
+the emulator's hydraulics (full trigger at 0.92 x max, AR(1) noise, ramps, 10 mL display steps,
+1 s flow profile, dead time between lift, trigger and hang-up), with and without scaling."""
+
+import json
+import math
+import random
+
+import pytest
+
+from meterseal.fraud_rules.engine import Engine
+from meterseal.fraud_rules.facts import StaticFacts
+from meterseal.fraud_rules.flow_drift import PulseScaling, SelectiveFlow, steady_flow_lpm
+from meterseal.fraud_rules.params import load_params
+from meterseal.hil.plain_records import Chain, nozzle, sale_body
+
+DAY_MS = 86400000
+START_MS = 1767225600000  # 2026-01-01 00:00 UTC
+STEP_S = 0.1
+PRICE = 7890000
+
+
+def simulate_sale(rng, max_lpm, target_ml, gain=0.0, gain_above_ml=None, meter_error=0.0):
+    """(duration_ms, profile, displayed volume) of one full-trigger draw. ``gain``: reported
+    volume / true volume - 1 (applied past ``gain_above_ml`` of true volume when given)."""
+    demand = 0.92 * max_lpm
+    dead_s = rng.uniform(3, 10)
+    flow = noise = true_ml = reported = 0.0
+    t = dead_s
+    readings = []  # (elapsed_ms, displayed cumulative mL)
+    gauss, rise, to_ml = rng.gauss, max_lpm / 2.0 * STEP_S, 1000 / 60 * STEP_S
+    above = -1.0 if gain_above_ml is None else gain_above_ml
+    while true_ml < target_ml:
+        flow = min(demand, flow + rise)
+        noise = 0.8 * noise + gauss(0.0, 0.015)
+        ml = min(min(max_lpm, flow * (1 + noise)) * to_ml, target_ml - true_ml)
+        scale = 1 + gain if true_ml > above else 1.0
+        true_ml += ml
+        reported += ml * scale * (1 + meter_error)
+        t += STEP_S
+        readings.append((int(t * 1000), int(reported // 10 * 10)))
+    duration_ms = int((t + 3.0) * 1000)
+    profile = [0] * (duration_ms // 1000 + 1)
+    before = 0
+    for elapsed, shown in readings:
+        profile[elapsed // 1000] += shown - before
+        before = shown
+    interval = 1000
+    while len(profile) > 120:
+        profile = [sum(profile[i:i + 2]) for i in range(0, len(profile), 2)]
+        interval *= 2
+    return duration_ms, interval, profile, before
+
+
+def forecourt(seed, days=4, sales_per_day=40, nozzles=((80, 1), (81, 1), (82, 1)),
+              cheat=None, drift=None, start_day=0):
+    """Records of one gateway: ``nozzles`` of grade 92, each with its own maximum flow (a few %
+    apart). ``cheat``: {(address, nozzle): dict(gain=, gain_above_ml=, hours=(start, end),
+    from_day=)}; ``drift``: {(address, nozzle): honest meter error}. Returns [(id, record)]."""
+    rng = random.Random(seed)
+    cheat, drift = cheat or {}, drift or {}
+    max_flow = {n: 40.0 * (1 + rng.gauss(0, 0.02)) for n in nozzles}
+    sales = []
+    for day in range(start_day, start_day + days):
+        for n in nozzles:
+            for _ in range(sales_per_day):
+                sales.append((START_MS + day * DAY_MS + rng.randrange(DAY_MS), n, day))
+    sales.sort()
+    chain = Chain("GW-FLOW", start_wall_ms=START_MS, validate=False)
+    out = []
+    for start, n, day in sales:
+        target = rng.choice((rng.uniform(5000, 20000), rng.uniform(20000, 60000)))
+        c = cheat.get(n)
+        gain = 0.0
+        if c and day >= c.get("from_day", 0):
+            hours = c.get("hours")
+            local = (start // 3600000 + 8) % 24
+            if hours is None or hours[0] <= local < hours[1]:
+                gain = c["gain"]
+        duration, interval, profile, volume = simulate_sale(
+            rng, max_flow[n], target, gain, c.get("gain_above_ml") if c else None,
+            drift.get(n, 0.0))
+        body = sale_body(grade=92, volume_ml=volume, unit_price_minor_per_kl=PRICE,
+                         start_wall_time_ms=start, duration_ms=duration)
+        body["flow_interval_ms"], body["flow_profile_ml"] = interval, profile
+        out.append(chain.add("fuel.sale", body, device=nozzle(*n),
+                             wall_time_ms=start + duration))
+    return out
+
+
+def run(records, detector, params=None):
+    engine = Engine(params or load_params(), StaticFacts(), detectors=[detector])
+    findings = []
+    for record_id, record in records:
+        findings.extend(engine.feed(record_id, record))
+    return findings
+
+
+def excess_of(finding):
+    return finding.parameters["observed"]["excess"]
+
+
+# --- the steady-flow measure ----------------------------------------------------------------
+
+def test_steady_flow_ignores_ramps_creep_and_dead_time():
+    body = {"flow_interval_ms": 1000,
+            "flow_profile_ml": [0, 0, 300, 600, 610, 600, 620, 600, 610, 100, 100, 40, 0]}
+    flow, intervals = steady_flow_lpm(body, 0.15)
+    assert intervals == 6
+    assert flow == pytest.approx((600 + 610 + 600 + 620 + 600 + 610) / 6 * 60 / 1000)
+    assert steady_flow_lpm({"flow_interval_ms": 1000, "flow_profile_ml": []}, 0.15) == (None, 0)
+    assert steady_flow_lpm({"flow_interval_ms": 1000, "flow_profile_ml": [0] * 9}, 0.15) == (
+        None, 0)
+
+
+def test_hostile_sales_do_not_crash():
+    chain = Chain("GW-H", start_wall_ms=START_MS)
+    bodies = [sale_body(grade=92, volume_ml=0, unit_price_minor_per_kl=0,
+                        start_wall_time_ms=START_MS, duration_ms=0),
+              sale_body(grade=92, volume_ml=10 ** 9 - 1, unit_price_minor_per_kl=0,
+                        start_wall_time_ms=START_MS, duration_ms=1),
+              {**sale_body(grade=92, volume_ml=30000, unit_price_minor_per_kl=PRICE,
+                           start_wall_time_ms=START_MS, duration_ms=1000),
+               "duration_ms": 2 ** 32 - 1, "flow_interval_ms": 3600000,
+               "flow_profile_ml": [10 ** 9 - 1] * 120},
+              sale_body(grade=92, volume_ml=30000, unit_price_minor_per_kl=PRICE,
+                        start_wall_time_ms=START_MS, duration_ms=60000, flow_profile_ml=[])]
+    records = [chain.add("fuel.sale", b, device=nozzle(80, 1), wall_time_ms=START_MS + i)
+               for i, b in enumerate(bodies)]
+    assert run(records, PulseScaling) == []
+    assert run(records, SelectiveFlow) == []
+
+
+# --- dispenser.pulse_scaling ----------------------------------------------------------------
+
+def test_honest_forecourt_with_drift_inside_mpe_gives_no_finding():
+    records = forecourt(1, days=4, drift={(80, 1): 0.003, (81, 1): -0.003})
+    assert run(records, PulseScaling) == []
+    assert run(records, SelectiveFlow) == []
+
+
+def test_three_percent_scaling_after_the_baseline_is_caught_by_cusum():
+    records = forecourt(2, days=3, cheat={(81, 1): {"gain": 0.03, "from_day": 1}})
+    findings = run(records, PulseScaling)
+    assert len(findings) == 1  # one finding for a sustained cheat, not one per sale
+    f = findings[0]
+    assert (f.rule, f.severity, f.device_ref) == ("dispenser.pulse_scaling", "high", "81/1")
+    assert f.parameters["observed"]["reference"] == "baseline"
+    assert excess_of(f) == pytest.approx(0.03, abs=0.01)
+    assert f.score == pytest.approx(min(1.0, excess_of(f) / 0.10), abs=0.001)
+    by_id = dict(records)
+    seqs = sorted(by_id[rid]["seq"] for rid in f.evidence_record_ids)
+    assert all(by_id[rid]["device"] == nozzle(81, 1) for rid in f.evidence_record_ids)
+    assert by_id[f.evidence_record_ids[0]]["wall_time_ms"] >= START_MS + DAY_MS
+    assert f"seq {seqs[0]}..{seqs[-1]}" in f.explanation_en
+    assert f"序号 {seqs[0]}..{seqs[-1]}" in f.explanation_zh
+    assert percent_text(excess_of(f)) in f.explanation_en
+
+
+def percent_text(ratio):
+    return f"{ratio * 100:+.2f} %"
+
+
+def test_boundary_mpe_drift_is_silent_and_one_percent_fires():
+    # 0.3 % (the MPE) appearing after the baseline: inside the 0.5 % allowance.
+    assert run(forecourt(3, days=4, drift={(80, 1): 0.0},
+                         cheat={(80, 1): {"gain": 0.003, "from_day": 1}}), PulseScaling) == []
+    # 1 %, the documented CUSUM size: found within the next day.
+    findings = run(forecourt(3, days=2, cheat={(80, 1): {"gain": 0.01, "from_day": 1}}),
+                   PulseScaling)
+    assert [(f.device_ref, f.parameters["observed"]["reference"]) for f in findings] == [
+        ("80/1", "baseline")]
+    assert excess_of(findings[0]) == pytest.approx(0.01, abs=0.006)
+
+
+def test_cheat_from_the_first_record_is_caught_by_peers_only_when_large():
+    big = run(forecourt(4, days=1, cheat={(82, 1): {"gain": 0.10}}), PulseScaling)
+    assert [(f.device_ref, f.parameters["observed"]["reference"]) for f in big] == [
+        ("82/1", "peers")]
+    assert excess_of(big[0]) == pytest.approx(0.10, abs=0.04)  # plus the honest spread
+    assert "peer nozzle(s) of grade 92" in big[0].explanation_en
+    assert len(big[0].evidence_record_ids) == 20  # the window when it fired
+    # 3 % inside the nozzle's own baseline hides within the honest spread between nozzles.
+    assert run(forecourt(4, days=1, cheat={(82, 1): {"gain": 0.03}}), PulseScaling) == []
+
+
+def test_peers_of_another_class_are_no_reference():
+    records = forecourt(5, days=1, nozzles=((80, 1), (81, 1)))
+    # An HGV nozzle of the same grade with twice the flow: no finding on either side.
+    chain_hgv = [(rid, {**rec, "device": nozzle(90, 1), "body": {
+        **rec["body"], "flow_profile_ml": [v * 2 for v in rec["body"]["flow_profile_ml"]]}})
+        for rid, rec in records if rec["device"] == nozzle(80, 1)]
+    merged = sorted(records + chain_hgv, key=lambda r: r[1]["wall_time_ms"])
+    merged = [(rid, {**rec, "seq": i}) for i, (rid, rec) in enumerate(merged)]
+    assert run(merged, PulseScaling) == []
+
+
+# --- dispenser.selective ---------------------------------------------------------------------
+
+def test_size_selective_cheat_is_found_and_named():
+    records = forecourt(6, days=3, cheat={(80, 1): {"gain": 0.03, "gain_above_ml": 20000}})
+    findings = run(records, SelectiveFlow)
+    assert [f.device_ref for f in findings] == ["80/1"]
+    f = findings[0]
+    assert (f.rule, f.severity) == ("dispenser.selective", "high")
+    assert f.parameters["observed"]["split"] == "draws above 20 L (the part past 20 L)"
+    assert excess_of(f) == pytest.approx(0.03, abs=0.01)
+    assert "draws above 20 L" in f.explanation_en and "20 L 以上" in f.explanation_zh
+    by_id = dict(records)
+    assert all(by_id[rid]["body"]["volume_ml"] >= 20000 for rid in f.evidence_record_ids)
+    # pulse_scaling, if it sees the diluted whole-sale excess at all, blames no other nozzle.
+    assert all(g.device_ref == "80/1" for g in run(records, PulseScaling))
+
+
+def test_time_of_day_cheat_is_found_with_its_hours():
+    # Night shift 00-06 local (UTC+8), 3 %.
+    records = forecourt(7, days=4, cheat={(81, 1): {"gain": 0.03, "hours": (0, 6)}})
+    findings = run(records, SelectiveFlow)
+    assert [f.device_ref for f in findings] == ["81/1"]
+    f = findings[0]
+    assert f.parameters["observed"]["split"] == "sales between 00:00-06:00 (UTC+8)"
+    assert excess_of(f) == pytest.approx(0.03, abs=0.01)
+    by_id = dict(records)
+    hours = {(by_id[rid]["wall_time_ms"] // 3600000 + 8) % 24 for rid in f.evidence_record_ids}
+    assert hours <= set(range(6))
+
+
+def test_selective_boundary_half_percent_is_silent():
+    records = forecourt(8, days=3, cheat={(80, 1): {"gain": 0.005, "gain_above_ml": 20000}})
+    assert run(records, SelectiveFlow) == []
+
+
+# --- checkpoint ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("detector", [PulseScaling, SelectiveFlow])
+def test_checkpoint_round_trip_gives_the_same_findings(detector):
+    cheat = {(81, 1): {"gain": 0.03, "from_day": 1, "gain_above_ml": 20000}}
+    records = forecourt(9, days=3, cheat=cheat)
+    params = load_params()
+    whole = run(records, detector, params)
+    assert whole
+    half = len(records) // 2
+    engine = Engine(params, StaticFacts(), detectors=[detector])
+    first = [f for rid, rec in records[:half] for f in engine.feed(rid, rec)]
+    saved = json.loads(json.dumps(engine.checkpoint()))
+    resumed = Engine(params, StaticFacts(), checkpoint=saved, detectors=[detector])
+    second = [f for rid, rec in records[half:] for f in resumed.feed(rid, rec)]
+    assert first + second == whole
+
+
+def test_sigma_of_one_sale_is_as_documented():
+    rng = random.Random(10)
+    flows = []
+    for _ in range(200):
+        duration, interval, profile, volume = simulate_sale(rng, 40.0, 30000)
+        flows.append(steady_flow_lpm({"flow_interval_ms": interval,
+                                      "flow_profile_ml": profile}, 0.15)[0])
+    mean = sum(flows) / len(flows)
+    sigma = math.sqrt(sum((f - mean) ** 2 for f in flows) / (len(flows) - 1)) / mean
+    assert 0.002 < sigma < 0.006
