@@ -22,7 +22,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[device,test,postgres]'
+	$(BIN)/python -m pip install --quiet -e '.[device,test,postgres,plots]'
 	touch $(STAMP)
 
 clean:

@@ -100,8 +100,11 @@ class ScalePrice(Detector):
 
 class ScaleZero(Detector):
     """Sales that start away from zero: the start reading beyond the centre-of-zero band
-    (0.25 e) or the centre-of-zero indicator off. A retained base (+x g on every reading, the
-    empty pan included) shows as every start reading at +x."""
+    (0.25 e), or the centre-of-zero indicator off where the record carries no start reading. A
+    retained base (+x g on every reading, the empty pan included) shows as every start reading at
+    +x. The indicator alone is not judged when the reading is zero: an honest zero drifts by a
+    fraction of e between zero-settings, which turns the indicator off while the display still
+    shows zero, as R 76 allows."""
 
     name = "scale.zero"
     kinds = ("scale.weighing",)
@@ -113,7 +116,7 @@ class ScaleZero(Detector):
         own = _scale_state(state, scale_id, n=0, off=[], open=False, clean=0)
         start = body.get("start_reading_mg")
         band = p["centre_of_zero_e"] * body["e_mg"]
-        off_zero = (not body["centre_of_zero"]) or (start is not None and abs(start) > band)
+        off_zero = abs(start) > band if start is not None else not body["centre_of_zero"]
         off = _recent_flags(own, p["window"], [entry.record_id, start] if off_zero else None)
         if not off_zero:
             own["clean"] += 1
@@ -246,7 +249,9 @@ class ScaleTareAbuse(Detector):
         if own is None:
             own = peers[scale_id] = {"tares": [], "ids": [], "taring": [], "k": 0}
         mode = body.get("tare_mode")
-        tared = body["tare_mg"] > 0 and mode != "none"
+        # A weighed tare of zero is still a tare: a cheat that takes a light container's weight
+        # off entirely leaves exactly that.
+        tared = mode == "weighed" or (mode != "none" and body["tare_mg"] > 0)
         stats.push_window(own["taring"], int(tared), p["window"])
         if tared and mode in ("weighed", None):
             stats.push_window(own["tares"], body["tare_mg"], p["window"])

@@ -8,7 +8,10 @@ closes the day). For each interval:
 
 on temperature-compensated volume where both readings carry it. Sales and deliveries are put
 into minute buckets by their end time, and a closing reading takes the buckets that ended
-before it, so records from the dispenser gateways and the gauge may interleave freely.
+before it, so records from the dispenser gateways and the gauge may interleave freely. A record
+whose minute was already taken (the gauge reports a delivery once its level settled, a gateway
+uploads late) is booked to the closed interval and day it belongs to. A closed day is judged
+only after settle_hours, so such late records count before its variance is checked.
 
 Sign convention: variance < 0 means the meters registered more than left the tank
 (over-registration, the customer is short); variance > 0 means the tank lost more than was
@@ -40,22 +43,34 @@ class Wetstock(Detector):
             if tank_number is None:
                 return []  # no tank known for the grade: the sale is not reconciled
             tank = tanks.setdefault(str(tank_number), _new_tank())
-            sales = _bucket(tank, entry.body["end_wall_time_ms"])["sales"]
             ref = entry.device_ref or "?"
-            sales[ref] = sales.get(ref, 0) + entry.body["volume_ml"]
-            self._bound(tank)
+            self._book(tank, entry.body["end_wall_time_ms"], {ref: entry.body["volume_ml"]}, 0,
+                       None)
             return []
         if not entry.device or "tank_number" not in entry.device:
             return []
         tank = tanks.setdefault(str(entry.device["tank_number"]), _new_tank())
         if entry.kind == "tank.delivery":
-            body = entry.body
-            bucket = _bucket(tank, body["end_wall_time_ms"])
-            bucket["delivered"] += _delivered_ml(body)
-            bucket["deliveries"].append(entry.record_id)
-            self._bound(tank)
+            self._book(tank, entry.body["end_wall_time_ms"], {}, _delivered_ml(entry.body),
+                       entry.record_id)
             return []
-        return self._reading(entry, tank)
+        return self._reading(entry, tank, str(entry.device["tank_number"]))
+
+    def _book(self, tank, end_ms, sales, delivered, delivery_id):
+        """Put a sale or delivery into its minute bucket; one whose minute a closing reading has
+        already taken (a late upload, or a delivery the gauge reports once the level settled)
+        corrects the closed interval and day it belongs to instead."""
+        minute_end = (end_ms // BUCKET_MS + 1) * BUCKET_MS
+        if tank["mark"] is not None and minute_end <= tank["mark"][0]:
+            _correct_closed(tank, minute_end, sales, delivered, delivery_id)
+            return
+        bucket = _bucket(tank, end_ms)
+        for ref, ml in sales.items():
+            bucket["sales"][ref] = bucket["sales"].get(ref, 0) + ml
+        bucket["delivered"] += delivered
+        if delivery_id is not None:
+            bucket["deliveries"].append(delivery_id)
+        self._bound(tank)
 
     def _bound(self, tank):
         """A gauge silent for days would let the buckets grow: restart that tank instead."""
@@ -63,18 +78,24 @@ class Wetstock(Detector):
             tank.clear()
             tank.update(_new_tank())
 
-    def _reading(self, entry, tank):
+    def _reading(self, entry, tank, number):
         t = entry.wall_time_ms
         reading = [t, entry.body["volume_ml"], entry.body.get("tc_volume_ml"), entry.record_id]
         offset = self.params["utc_offset_hours"] * 3_600_000
         mark = tank["mark"]
         if mark is None:
-            tank["mark"] = tank["day_open"] = reading
+            tank["mark"] = reading
+            tank["day"] = _new_day(reading)
             tank["next_close_ms"] = _next_boundary(t, offset, self.params["interval_minutes"])
             _take(tank, t)  # sales before the first reading have no opening stock
             return []
-        if t < tank["next_close_ms"]:
-            return []
+        if t >= tank["next_close_ms"]:
+            self._close_interval(tank, reading, offset)
+        return self._judge_settled(entry, tank, number)
+
+    def _close_interval(self, tank, reading, offset):
+        t = reading[0]
+        mark = tank["mark"]
         taken = _take(tank, t)
         compensated = mark[2] is not None and reading[2] is not None
         stock = (mark[2] - reading[2]) if compensated else (mark[1] - reading[1])
@@ -85,12 +106,26 @@ class Wetstock(Detector):
         day["sales"] += sales
         day["raw_intervals"] += 0 if compensated else 1
         day["deliveries"] = (day["deliveries"] + taken["deliveries"])[:8]
-        self._attribute(tank, taken["sales"], variance)
+        # kept until the day is judged, so that a late record can still correct the interval
+        day["intervals"].append({"close_ms": t, "sales": taken["sales"], "variance": variance})
         tank["mark"] = reading
         tank["next_close_ms"] = _next_boundary(t, offset, self.params["interval_minutes"])
-        if (t + offset) // DAY_MS == (tank["day_open"][0] + offset) // DAY_MS:
-            return []
-        return self._close_day(entry, tank, reading)
+        if (t + offset) // DAY_MS != (day["open_ms"] + offset) // DAY_MS:
+            day.update(close=reading[3], close_ms=t,
+                       stock=reading[2] if reading[2] is not None else reading[1])
+            tank["unjudged"].append(day)
+            tank["day"] = _new_day(reading)
+
+    def _judge_settled(self, entry, tank, number):
+        """Judge a closed day once late records have had time to arrive: when a reading comes
+        settle_hours after its close, or when the next day has closed too (bounds the state)."""
+        settle_ms = self.params["settle_hours"] * 3_600_000
+        findings = []
+        unjudged = tank["unjudged"]
+        while unjudged and (len(unjudged) > 1 or entry.wall_time_ms >= unjudged[0]["close_ms"]
+                            + settle_ms):
+            findings.extend(self._judge_day(entry, tank, number, unjudged.pop(0)))
+        return findings
 
     def _attribute(self, tank, nozzle_sales, variance):
         """Normal equations of interval variance on the per-nozzle metered volumes."""
@@ -116,31 +151,26 @@ class Wetstock(Detector):
         att["yy"] += y * y
         att["n"] += 1
 
-    def _close_day(self, entry, tank, reading):
+    def _judge_day(self, entry, tank, number, day):
         p = self.params
-        day, opening = tank["day"], tank["day_open"]
-        record = {"variance": day["variance"], "sales": day["sales"], "open": opening[3],
-                  "close": reading[3], "open_ms": opening[0], "close_ms": reading[0],
-                  "raw_intervals": day["raw_intervals"], "deliveries": day["deliveries"],
-                  "stock": reading[2] if reading[2] is not None else reading[1]}
-        days = tank["days"]
-        days.append(record)
-        del days[:max(0, len(days) - p["window_days"])]
-        tank["day"] = _new_day()
-        tank["day_open"] = reading
+        for interval in day.pop("intervals"):
+            self._attribute(tank, interval["sales"], interval["variance"])
         _forget(tank["attribution"], 1 - 1 / p["window_days"])
+        days = tank["days"]
+        days.append(day)
+        del days[:max(0, len(days) - p["window_days"])]
         findings = []
-        limit = p["daily_limit_fraction"] * record["sales"] + p["daily_limit_ml"]
-        if abs(record["variance"]) > limit:
+        limit = p["daily_limit_fraction"] * day["sales"] + p["daily_limit_ml"]
+        if abs(day["variance"]) > limit:
             if not tank["daily_fired"]:
-                findings.append(self._daily_finding(entry, tank, record, limit))
+                findings.append(self._daily_finding(entry, number, day, limit))
             tank["daily_fired"] = True
         else:
             tank["daily_fired"] = False
-        findings.extend(self._regression(entry, tank))
+        findings.extend(self._regression(entry, tank, number))
         return findings
 
-    def _regression(self, entry, tank):
+    def _regression(self, entry, tank, number):
         p = self.params
         days = tank["days"]
         if len(days) < p["min_days"]:
@@ -167,7 +197,7 @@ class Wetstock(Detector):
         if abs(slope) < threshold or abs(slope) < p["min_t"] * slope_se:
             return []
         tank["fired"] = True
-        return [self._slope_finding(entry, tank, slope, slope_se, xs[-1], ys[-1])]
+        return [self._slope_finding(entry, tank, number, slope, slope_se, xs[-1], ys[-1])]
 
     def _suspect(self, tank, over_registration):
         """The nozzle whose coefficient explains the slope, when the intervals separate the
@@ -194,10 +224,9 @@ class Wetstock(Detector):
             return None
         return att["nozzles"][best], coefficient, se
 
-    def _slope_finding(self, entry, tank, slope, slope_se, cum_sales, cum_variance):
+    def _slope_finding(self, entry, tank, number, slope, slope_se, cum_sales, cum_variance):
         p = self.params
         days = tank["days"]
-        number = entry.device["tank_number"]
         over = slope < 0
         raw = sum(1 for day in days if day["raw_intervals"])
         volume_en = ("temperature-compensated volume" if not raw else
@@ -254,8 +283,7 @@ class Wetstock(Detector):
                             score=0.5 + 0.25 * min(2.0, significance - 1), en=en, zh=zh,
                             observed=observed, evidence=ids, device=f"tank/{number}")
 
-    def _daily_finding(self, entry, tank, day, limit):
-        number = entry.device["tank_number"]
+    def _daily_finding(self, entry, number, day, limit):
         ids = evidence_ids([day["open"], day["close"]], day["deliveries"])
         span = f"{utc_text(day['open_ms'])} .. {utc_text(day['close_ms'])}"
         direction_en = ("the meters registered more than left the tank" if day["variance"] < 0
@@ -282,13 +310,36 @@ class Wetstock(Detector):
 
 
 def _new_tank():
-    return {"mark": None, "day_open": None, "next_close_ms": 0, "pending": {},
-            "day": _new_day(), "days": [], "fired": False, "daily_fired": False,
+    return {"mark": None, "next_close_ms": 0, "pending": {}, "day": None, "unjudged": [],
+            "days": [], "fired": False, "daily_fired": False,
             "attribution": {"nozzles": [], "xtx": [], "xty": [], "yy": 0.0, "n": 0}}
 
 
-def _new_day():
-    return {"variance": 0, "sales": 0, "raw_intervals": 0, "deliveries": []}
+def _new_day(opening):
+    return {"open": opening[3], "open_ms": opening[0], "variance": 0, "sales": 0,
+            "raw_intervals": 0, "deliveries": [], "intervals": []}
+
+
+def _correct_closed(tank, minute_end, sales, delivered, delivery_id):
+    """Book a late sale or delivery to the closed day (and, while the day is not yet judged,
+    the interval) whose closing reading should have taken its minute. Records older than the
+    window of kept days are dropped."""
+    for day in [tank["day"], *reversed(tank["unjudged"]), *reversed(tank["days"])]:
+        if day["open_ms"] < minute_end:
+            break
+    else:
+        return
+    volume = sum(sales.values())
+    day["variance"] += delivered - volume
+    day["sales"] += volume
+    if delivery_id is not None and len(day["deliveries"]) < 8:
+        day["deliveries"].append(delivery_id)
+    for interval in day.get("intervals", ()):
+        if interval["close_ms"] >= minute_end:
+            interval["variance"] += delivered - volume
+            for ref, ml in sales.items():
+                interval["sales"][ref] = interval["sales"].get(ref, 0) + ml
+            return
 
 
 def _bucket(tank, end_ms):

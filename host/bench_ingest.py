@@ -103,20 +103,27 @@ class LoadGateway:
 # --- the load, signed in advance ----------------------------------------------------------------
 
 
-def _sale(maker, index):
-    """The next fuel sale of ``maker``'s gateway: a realistic size, with a flow profile."""
+def _sale(maker, index, totalizers):
+    """The next fuel sale of ``maker``'s gateway: a realistic size and an honest one (price
+    computed, totalizers continuous, a steady 36 L/min), so the detectors the ingest runs do
+    their usual work on it and raise nothing."""
     volume_ml = 20000 + (index * 7919) % 40000
-    points = 12
+    duration_ms = volume_ml * 60 // 36  # 36 L/min: 60 000 ms per 36 000 mL
+    interval_ms = 5000
+    points = -(-duration_ms // interval_ms)
     profile = [volume_ml // points] * points
     profile[-1] += volume_ml - sum(profile)
     end_ms = maker.wall_time_ms
-    totalizer_ml = 100000000 + index * 60000
-    return maker.make(kind="fuel.sale", device={"dispenser_address": 0x50 + index % 4,
-                                                "nozzle": 1 + index % 2}, body={
+    device = {"dispenser_address": 0x50 + index % 4, "nozzle": 1 + index // 4 % 2}
+    nozzle = (device["dispenser_address"], device["nozzle"])
+    totalizer_ml = totalizers.get(nozzle, 100000000)
+    totalizers[nozzle] = totalizer_ml + volume_ml
+    return maker.make(kind="fuel.sale", device=device, body={
         "grade": 95, "volume_ml": volume_ml, "unit_price_minor_per_kl": 164500,
-        "amount_minor": volume_ml * 164500 // 1000000, "start_wall_time_ms": end_ms - 60000,
-        "end_wall_time_ms": end_ms, "duration_ms": 60000, "totalizer_start_ml": totalizer_ml,
-        "totalizer_end_ml": totalizer_ml + volume_ml, "flow_interval_ms": 5000,
+        "amount_minor": (volume_ml * 164500 + 500000) // 1000000,
+        "start_wall_time_ms": end_ms - duration_ms, "end_wall_time_ms": end_ms,
+        "duration_ms": duration_ms, "totalizer_start_ml": totalizer_ml,
+        "totalizer_end_ml": totalizer_ml + volume_ml, "flow_interval_ms": interval_ms,
         "flow_profile_ml": profile, "end_status": "completed",
     })
 
@@ -140,9 +147,9 @@ def make_load(plan, prefix="BENCH-GW"):
     for gateway_id, key in gateway_keys(prefix, plan.gateways):
         gateway = LoadGateway(gateway_id, key)
         maker = RecordMaker(gateway_id, key)
-        batch, batch_bytes = [], 0
+        batch, batch_bytes, totalizers = [], 0, {}
         for seq in range(plan.records_per_gateway):
-            envelope = _sale(maker, seq)
+            envelope = _sale(maker, seq, totalizers)
             if len(batch) == plan.batch_records or batch_bytes + len(envelope) > \
                     wire.MAX_BATCH_BYTES:
                 gateway.add_batch(batch, seq - 1)
@@ -209,8 +216,9 @@ class HostProcess:
     """``python -m meterseal.host.ingest --db DB`` on 127.0.0.1, any free port, pinned to
     ``core``; its log goes to ``log_path``."""
 
-    def __init__(self, db, core, log_path, fds=1024):
+    def __init__(self, db, core, log_path, fds=1024, detection=True):
         self.db = db
+        self.detection = detection
         self.core = core
         self.log_path = log_path
         self.fds = fds
@@ -223,7 +231,8 @@ class HostProcess:
 
     def start(self):
         command = [sys.executable, "-m", "meterseal.host.ingest", "--db", str(self.db),
-                   "--port", "0", "--max-records-per-s", str(_UNLIMITED_RECORDS_PER_S)]
+                   "--port", "0", "--max-records-per-s", str(_UNLIMITED_RECORDS_PER_S),
+                   "--detection" if self.detection else "--no-detection"]
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
                                              stdin=subprocess.DEVNULL, text=True,
@@ -385,13 +394,14 @@ def _check_stored(db, load, trials):
         return sum(store.outcome_counts().values())
 
 
-def measure_backend(db, load, trials, host_core, log_path):
+def measure_backend(db, load, trials, host_core, log_path, detection=True):
     """Throughput and alert latency against the store at ``db`` (empty): provisions the load's
-    and the trials' gateways, runs the host, then checks what the store holds."""
+    and the trials' gateways, runs the host (its detectors on or off), then checks what the
+    store holds."""
     with open_store(db) as store:
         for gateway_id, key in [(g.gateway_id, g.key) for g in load] + trials:
             provision(store, gateway_id, key.public_key())
-    host = HostProcess(db, host_core, log_path)
+    host = HostProcess(db, host_core, log_path, detection=detection)
     host.start()
     try:
         figures = asyncio.run(_throughput(host, load))
@@ -452,6 +462,10 @@ def run(plan, workdir, say):
         figures["bare_verify_per_cpu_s"] = bare_verify_rate(sample, keys, plan.rounds,
                                                             time.process_time)
         os.sched_setaffinity(0, load_cores)
+        say("uploading to the ingest host over SQLite, detectors off ...")
+        figures["without_detection"] = measure_backend(
+            workdir / "ingest-bare.db", load, trials, host_core, workdir / "ingest-bare.log",
+            detection=False)
         say("uploading to the ingest host over SQLite ...")
         figures["backends"]["SQLite"] = measure_backend(
             workdir / "ingest.db", load, trials, host_core, workdir / "ingest-sqlite.log")
@@ -501,6 +515,12 @@ def report(figures):
                      "records sent stored, each once")
     if figures["postgres_skipped"]:
         lines.append(f"  PostgreSQL: skipped, {figures['postgres_skipped']}")
+    bare_host = figures["without_detection"]["records_per_cpu_s"]
+    with_detection = figures["backends"]["SQLite"]["records_per_cpu_s"]
+    added_us = 1e6 / with_detection - 1e6 / bare_host
+    lines.append(f"  detectors' cost in the ingest (SQLite): {1e6 / bare_host:.0f} us of host CPU "
+                 f"per record without them, {1e6 / with_detection:.0f} us with them: "
+                 f"{added_us:+.0f} us, {added_us * bare_host / 1e6:+.0%}   budget <= +20 %")
     lines.append("")
     lines.append(f"alert latency, forged signature written -> alert listed by store.alerts.ranked, "
                  f"{plan.alert_trials} trials")

@@ -4,6 +4,7 @@ backends. The figures must be consistent (every record sent stored exactly once,
 ACKed, every alert seen); none is compared with a time, since tests never time anything."""
 
 from meterseal.host import bench_ingest
+from meterseal.host.storage import open_store
 from meterseal.protocol import uplink as wire
 
 TINY = bench_ingest.Plan(gateways=2, records_per_gateway=40, batch_records=8, connections=6,
@@ -36,12 +37,16 @@ def test_every_record_sent_is_stored_once_and_every_forgery_raises_its_alert(sto
     assert figures["records_per_s"] > 0 and figures["host_cpu_share"] >= 0
     assert len(figures["alert_latencies_s"]) == 2
     assert all(latency > 0 for latency in figures["alert_latencies_s"])
+    # The load is honest: the detectors, which ran on every sale, raised nothing on it.
+    with open_store(store_url) as store:
+        assert sorted(alert.rule for alert in store.alerts.ranked()) == [
+            "verify.bad_signature"] * 2
 
 
 def test_the_whole_ingest_part_runs_and_reports(tmp_path):
     said = []
     figures = bench_ingest.run(TINY, tmp_path, said.append)
-    assert len(said) == 4  # a line before each long step
+    assert len(said) == 5  # a line before each long step
     sqlite = figures["backends"]["SQLite"]
     assert sqlite["stored"] == sqlite["sent"] == 82
     held = figures["connections"]
@@ -50,4 +55,6 @@ def test_the_whole_ingest_part_runs_and_reports(tmp_path):
     assert any(line.strip().startswith("SQLite: verified and stored") and "ratio" in line
                for line in lines)
     assert any("6 connections" in line for line in lines)
+    assert figures["without_detection"]["stored"] == 82
+    assert any("detectors' cost in the ingest" in line for line in lines)
     assert not any("PostgreSQL" in line for line in lines)  # left out by the plan

@@ -236,8 +236,8 @@ def _tare_sale(tare_mg, mode="weighed", plu=7):
                          tare_mode=mode, plu=plu)
 
 
-@pytest.mark.parametrize("own_tare_mg, fires", [(5_000, True), (5_001, False)])
-def test_tare_size_boundary_at_two_e(own_tare_mg, fires):
+@pytest.mark.parametrize("own_tare_mg, fires", [(10_000, True), (10_001, False)])
+def test_tare_size_boundary_at_one_e(own_tare_mg, fires):
     market = Market(ScaleTareAbuse)
     for n in range(60):
         assert market.sell(1 + n % 3, _tare_sale(15_000))[1] == []
@@ -247,14 +247,14 @@ def test_tare_size_boundary_at_two_e(own_tare_mg, fires):
         ids.append(rid)
         findings += new
     assert bool(findings) == fires
-    if fires:  # deficit 10 g = 2 e exactly
+    if fires:  # deficit 5 g = 1 e exactly
         (finding,) = findings
         assert (finding.rule, finding.device_ref, finding.severity) == (
             "scale.tare_abuse", "S0", "high")
         assert finding.evidence_record_ids == tuple(ids)
-        assert "expected median 15 g, observed 5 g over 20 tares (60 peer tares), 10 g less " \
-               "(-66.67 %" in finding.explanation_en
-        assert "少 10 g" in finding.explanation_zh
+        assert "expected median 15 g, observed 10 g over 20 tares (60 peer tares), 5 g less " \
+               "(-33.33 %" in finding.explanation_en
+        assert "少 5 g" in finding.explanation_zh
 
 
 def test_tare_frequency_far_above_peers_is_low():

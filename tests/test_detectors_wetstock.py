@@ -166,31 +166,134 @@ def test_fires_once_per_tank_and_rearms_below_half_threshold(tmp_path):
                                                         ("tank.wetstock", 19)]
 
 
+def reading(gauge, at_ms, stock_ml):
+    return gauge.add("tank.inventory", inventory_body(volume_ml=stock_ml, tc_volume_ml=stock_ml),
+                     device=tank(1), wall_time_ms=at_ms)
+
+
+def sale(pumps, end_ms, volume_ml):
+    return pumps.add("fuel.sale", sale_body(
+        grade=92, volume_ml=volume_ml, unit_price_minor_per_kl=PRICE,
+        start_wall_time_ms=end_ms - 60_000, duration_ms=60_000), device=nozzle(80, 1),
+        wall_time_ms=end_ms)
+
+
+def delivery(gauge, end_ms, start_ml, end_ml):
+    return gauge.add("tank.delivery", delivery_body(
+        start_wall_time_ms=end_ms - 30 * 60_000, end_wall_time_ms=end_ms, start_volume_ml=start_ml,
+        end_volume_ml=end_ml, start_tc_volume_ml=start_ml, end_tc_volume_ml=end_ml),
+        device=tank(1), wall_time_ms=end_ms + 60_000)
+
+
+def tank_state(engine):
+    return engine.sites[SITE]["tank.wetstock"]["tanks"]["1"]
+
+
 def test_daily_variance_boundary():
     gauge = Chain("GW-T", START)
     pumps = Chain("GW-D", START)
 
-    def day_stream(shortfall_ml):
-        records = [gauge.add("tank.inventory", inventory_body(volume_ml=30_000_000,
-                   tc_volume_ml=30_000_000), device=tank(1), wall_time_ms=START + HOUR)]
-        end = START + 10 * HOUR
-        records.append(pumps.add("fuel.sale", sale_body(
-            grade=92, volume_ml=10_000_000, unit_price_minor_per_kl=PRICE,
-            start_wall_time_ms=end - 60_000, duration_ms=60_000), device=nozzle(80, 1),
-            wall_time_ms=end))
-        closing = 20_000_000 - shortfall_ml
-        records.append(gauge.add("tank.inventory", inventory_body(
-            volume_ml=closing, tc_volume_ml=closing), device=tank(1),
-            wall_time_ms=START + 25 * HOUR))
-        return records
+    def day_stream(shortfall_ml, settle_at=START + 31 * HOUR):
+        # day 0 closes at the reading of 01:00 local on day 1 (START + 25 h); it is judged at
+        # the first reading 6 h (settle_hours) later
+        return [reading(gauge, START + HOUR, 30_000_000),
+                sale(pumps, START + 10 * HOUR, 10_000_000),
+                reading(gauge, START + 25 * HOUR, 20_000_000 - shortfall_ml),
+                reading(gauge, settle_at, 20_000_000 - shortfall_ml)]
 
     # limit: 0.5 % of 10,000 L + 200 L = 250 L
     assert run(day_stream(249_000)) == []
     findings = run(day_stream(251_000))
     assert [(f.rule, f.severity) for f in findings] == [("tank.daily_variance", "medium")]
+    assert findings[0].at_ms == START + 31 * HOUR
     assert findings[0].parameters["observed"] == {"variance_ml": 251_000,
                                                   "sales_ml": 10_000_000, "limit_ml": 250_000}
     assert "250.00 L" in findings[0].explanation_en and "251.00 L" in findings[0].explanation_en
+    # 1 ms before the settling delay is over the day is not judged yet
+    assert run(day_stream(251_000, settle_at=START + 31 * HOUR - 1)) == []
+
+
+def late_delivery_stream(gauge, pumps, delivery_after_judging=False):
+    """Day 0: 30,000 L, a 10,000 L sale at 10:00, a 5,000 L delivery ending 23:30 local whose
+    record is fed after the reading that closes the day (00:00 local) and the next one, as the
+    demo's gateway does; hourly readings continue to 08:00 local on day 1."""
+    records = [reading(gauge, START + HOUR, 30_000_000),
+               sale(pumps, START + 10 * HOUR, 10_000_000)]
+    for hour in range(11, 24):
+        records.append(reading(gauge, START + hour * HOUR, 20_000_000))
+    records.append(reading(gauge, START + 24 * HOUR, 25_000_000))
+    records.append(reading(gauge, START + 25 * HOUR, 25_000_000))
+    late_end = START + 23 * HOUR + 30 * 60_000
+    if not delivery_after_judging:
+        records.append(delivery(gauge, late_end, 20_000_000, 25_000_000))
+    for hour in range(26, 33):
+        records.append(reading(gauge, START + hour * HOUR, 25_000_000))
+    if delivery_after_judging:
+        records.append(delivery(gauge, late_end, 20_000_000, 25_000_000))
+    return records
+
+
+def test_delivery_fed_after_the_closing_reading_is_booked_to_its_day():
+    gauge, pumps = Chain("GW-T", START), Chain("GW-D", START)
+    records = late_delivery_stream(gauge, pumps)
+    engine = Engine(load_params(), FACTS, detectors=[Wetstock])
+    findings = [f for rid, record in records for f in engine.feed(rid, record)]
+    assert findings == []
+    judged = tank_state(engine)["days"]
+    assert len(judged) == 1
+    assert judged[0]["variance"] == 0 and judged[0]["sales"] == 10_000_000
+    assert judged[0]["deliveries"] == [records[17][0]]
+    # the open day 1 got nothing from it
+    assert tank_state(engine)["day"]["variance"] == 0
+    # the hourly interval that ended at 00:00 local took the delivery: attribution sees no
+    # variance at all
+    assert tank_state(engine)["attribution"]["yy"] == 0.0
+
+
+def test_delivery_fed_after_its_day_was_judged_corrects_the_totals_only():
+    gauge, pumps = Chain("GW-T", START), Chain("GW-D", START)
+    records = late_delivery_stream(gauge, pumps, delivery_after_judging=True)
+    engine = Engine(load_params(), FACTS, detectors=[Wetstock])
+    findings = [f for rid, record in records for f in engine.feed(rid, record)]
+    # judged at 07:00 local on day 1 without the delivery: the alert stays raised
+    assert [f.rule for f in findings] == ["tank.daily_variance"]
+    assert findings[0].parameters["observed"]["variance_ml"] == -5_000_000
+    day = tank_state(engine)["days"][0]
+    assert day["variance"] == 0 and day["deliveries"] == [records[-1][0]]
+
+
+def test_late_sale_is_booked_to_its_day_and_interval():
+    gauge, pumps = Chain("GW-T", START), Chain("GW-D", START)
+    records = [reading(gauge, START + HOUR, 30_000_000)]
+    for hour in range(2, 26):
+        records.append(reading(gauge, START + hour * HOUR, 30_000_000 if hour < 10
+                               else 20_000_000))
+    # the sale ended at 09:30 local but its gateway uploads it after day 0 closed
+    records.append(sale(pumps, START + 9 * HOUR + 30 * 60_000, 10_000_000))
+    records.append(reading(gauge, START + 26 * HOUR, 20_000_000))
+    engine = Engine(load_params(), FACTS, detectors=[Wetstock])
+    findings = [f for rid, record in records for f in engine.feed(rid, record)]
+    day = tank_state(engine)["unjudged"][0]
+    assert day["variance"] == 0 and day["sales"] == 10_000_000
+    late_interval = [i for i in day["intervals"] if i["close_ms"] == START + 10 * HOUR][0]
+    assert late_interval == {"close_ms": START + 10 * HOUR, "sales": {"80/1": 10_000_000},
+                             "variance": 0}
+    assert all(i["variance"] == 0 for i in day["intervals"])
+    saved = json.loads(json.dumps(engine.checkpoint()))
+    engine = Engine(load_params(), FACTS, checkpoint=saved, detectors=[Wetstock])
+    findings += engine.feed(*reading(gauge, START + 31 * HOUR, 20_000_000))
+    assert findings == []
+    assert tank_state(engine)["days"][0]["variance"] == 0
+
+
+def test_record_before_the_first_reading_is_dropped():
+    gauge, pumps = Chain("GW-T", START), Chain("GW-D", START)
+    records = [reading(gauge, START + 5 * HOUR, 30_000_000),
+               sale(pumps, START + HOUR, 10_000_000),
+               reading(gauge, START + 6 * HOUR, 30_000_000)]
+    engine = Engine(load_params(), FACTS, detectors=[Wetstock])
+    assert [f for rid, record in records for f in engine.feed(rid, record)] == []
+    assert tank_state(engine)["day"]["sales"] == 0 and tank_state(engine)["pending"] == {}
 
 
 def test_sale_of_unmapped_grade_is_not_reconciled():
