@@ -129,8 +129,11 @@ class HeartbeatGap(Detector):
     def feed(self, entry, state):
         gateway = state.setdefault(entry.gateway_id, {"totals": {}, "open": {}})
         findings = []
+        # An unsynchronised wall time (a boot before the host gave the time) measures no
+        # silence, neither to it nor from it.
+        synchronised = entry.record["time_status"] != "U"
         last_ms = gateway.get("last_ms")
-        silence = entry.wall_time_ms - last_ms if last_ms is not None else 0
+        silence = entry.wall_time_ms - last_ms if last_ms is not None and synchronised else 0
         if silence > self.params["silence_ms"]:
             findings += self._silence(entry, gateway, silence)
         if entry.kind == "fuel.sale":
@@ -140,7 +143,8 @@ class HeartbeatGap(Detector):
             for ref, total in status_refs(entry.body):
                 # A status may lag the sale recorded just before it: keep the higher value.
                 totals[ref] = max(total, totals.get(ref, total))
-        gateway.update(last_ms=entry.wall_time_ms, last_rid=entry.record_id,
+        gateway.update(last_ms=entry.wall_time_ms if synchronised else None,
+                       last_rid=entry.record_id,
                        last_seq=entry.seq, last_event=entry.event_type)
         return findings
 

@@ -62,6 +62,16 @@ def _evidence_text(run):
             f"{utc_text(run[0][2])} .. {utc_text(run[-1][2])}")
 
 
+def _due(nozzle, counter, every):
+    """True on every ``every``-th call for this nozzle: the peer comparisons, whose cost grows
+    with the site's nozzles, run that often; a median of tens of sales moves little between."""
+    nozzle[counter] = nozzle.get(counter, 0) + 1
+    if nozzle[counter] < every:
+        return False
+    nozzle[counter] = 0
+    return True
+
+
 class _FlowDetector(Detector):
     kinds = ("fuel.sale",)
 
@@ -77,23 +87,26 @@ class _FlowDetector(Detector):
 
     @staticmethod
     def nozzle_state(state, entry):
+        """The site's nozzles and this one's state, keyed by gateway and device: DART addresses
+        are per line, so two gateways of one site can both read a nozzle 80/1."""
         nozzles = state.setdefault("nozzles", {})
-        ref = entry.device_ref
-        nozzle = nozzles.get(ref)
+        key = f"{entry.gateway_id}|{entry.device_ref}"
+        nozzle = nozzles.get(key)
         if nozzle is None:
-            nozzle = nozzles[ref] = {"grade": entry.body["grade"],
-                                     "dispenser": entry.device["dispenser_address"]}
-        return nozzles, nozzle
+            nozzle = nozzles[key] = {
+                "grade": entry.body["grade"],
+                "dispenser": f"{entry.gateway_id}|{entry.device['dispenser_address']}"}
+        return key, nozzles, nozzle
 
     @staticmethod
-    def peers(nozzles, ref, nozzle):
+    def peers(nozzles, key, nozzle):
         """Other nozzles of the same grade at the site; failing those, the sibling nozzles of the
         same dispenser."""
-        same_grade = [n for r, n in nozzles.items() if r != ref and n["grade"] == nozzle["grade"]]
+        same_grade = [n for k, n in nozzles.items() if k != key and n["grade"] == nozzle["grade"]]
         if same_grade:
             return same_grade
-        return [n for r, n in nozzles.items()
-                if r != ref and n["dispenser"] == nozzle["dispenser"]]
+        return [n for k, n in nozzles.items()
+                if k != key and n["dispenser"] == nozzle["dispenser"]]
 
 
 class PulseScaling(_FlowDetector):
@@ -107,7 +120,7 @@ class PulseScaling(_FlowDetector):
         if flow is None:
             return []
         p = self.params
-        nozzles, nozzle = self.nozzle_state(state, entry)
+        key, nozzles, nozzle = self.nozzle_state(state, entry)
         row = _sale_seq_time(entry)
         push_window(nozzle.setdefault("window", []), flow, p["peer_window_sales"])
         push_window(nozzle.setdefault("window_ids", []), row, p["peer_window_sales"])
@@ -123,7 +136,7 @@ class PulseScaling(_FlowDetector):
                 del nozzle["learning"]
         else:
             findings.extend(self._cusum_step(entry, nozzle, flow, row))
-        findings.extend(self._peer_check(entry, nozzles, nozzle))
+        findings.extend(self._peer_check(entry, key, nozzles, nozzle))
         return findings
 
     def _cusum_step(self, entry, nozzle, flow, row):
@@ -154,14 +167,14 @@ class PulseScaling(_FlowDetector):
         return [self._finding(entry, "baseline", centre, centre * (1 + mean_excess),
                               mean_excess, rows)]
 
-    def _peer_check(self, entry, nozzles, nozzle):
+    def _peer_check(self, entry, key, nozzles, nozzle):
         p = self.params
         window = nozzle["window"]
-        if len(window) < p["min_peer_sales"]:
+        if not _due(nozzle, "peer_due", p["peer_every"]) or len(window) < p["min_peer_sales"]:
             return []
         own = nozzle["median"]
         # Peers of another class (an HGV nozzle beside a car nozzle) are no reference.
-        medians = [n["median"] for n in self.peers(nozzles, entry.device_ref, nozzle)
+        medians = [n["median"] for n in self.peers(nozzles, key, nozzle)
                    if len(n.get("window", ())) >= p["min_peer_sales"]
                    and abs(n["median"] / own - 1) <= p["peer_class_band"]]
         if not medians:
@@ -213,7 +226,7 @@ class SelectiveFlow(_FlowDetector):
         if flow is None:
             return []
         p = self.params
-        nozzles, nozzle = self.nozzle_state(state, entry)
+        key, nozzles, nozzle = self.nozzle_state(state, entry)
         row = _sale_seq_time(entry)
         findings = []
         size = nozzle.get("size") or nozzle.setdefault(
@@ -225,11 +238,16 @@ class SelectiveFlow(_FlowDetector):
             if tail is not None and intervals >= p["min_steady_intervals"]:
                 self._push(size["large"], tail, row)
         nozzle["size_ratio"] = self._ratio(size["large"], [size["small"]])
-        peer_ratios = [n["size_ratio"][0] for n in self.peers(nozzles, entry.device_ref, nozzle)
-                       if n.get("size_ratio")]
-        reference = median(peer_ratios) if peer_ratios else 0.0
-        findings.extend(self._check(entry, nozzle, "size_alerted", nozzle["size_ratio"],
-                                    reference, size["large"]["rows"], self._size_text))
+        if _due(nozzle, "peer_due", p["peer_every"]):
+            nozzle["peer_ratios"] = [n["size_ratio"][0] for n in self.peers(nozzles, key, nozzle)
+                                     if n.get("size_ratio")]
+        peer_ratios = nozzle.get("peer_ratios", ())
+        # Large draws flow faster than small ones at every nozzle (less of each is ramp-up), so
+        # the size split is judged only against peers that show how much faster.
+        if len(peer_ratios) >= p["min_peers"]:
+            findings.extend(self._check(entry, nozzle, "size_alerted", nozzle["size_ratio"],
+                                        median(peer_ratios), size["large"]["rows"],
+                                        self._size_text))
         block = local_hour(entry.wall_time_ms, p["utc_offset_hours"]) // p["hours_per_block"]
         blocks = nozzle.setdefault("hours", {})
         inside = blocks.setdefault(str(block), {"rows": []})

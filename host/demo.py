@@ -42,6 +42,7 @@ _KEEP_UP_TIMEOUT_S = 60
 _DRAIN_TIMEOUT_S = 120
 _BOOT_TIMEOUT_S = 60
 _DEMO_ACTOR = "demo.operator"
+_DAYS_TO_CATCH_ALL = 3
 # Alerts from the signatures and chains (ingest_alerts); every other rule is a detector's.
 _INTEGRITY_RULES = ("chain.", "verify.", "registry.")
 
@@ -183,7 +184,7 @@ def run(args):
         gateways.stop()  # nothing arrives while the summary reads
         _say()
         _say("5. What the host holds")
-        ok = _summary(directory, site, gateways, outcome)
+        ok = _summary(directory, site, gateways, outcome, args.days)
     finally:
         if watch is not None:
             watch.close()
@@ -292,7 +293,7 @@ def _weighings_match(signed, truth):
     return got == expected
 
 
-def _summary(directory, site, gateways, outcome):
+def _summary(directory, site, gateways, outcome, days):
     ok = _check(not outcome["failures"] and not site.errors(),
                 f"every customer served, in {outcome['replay_s']:.0f} s of real time"
                 + "".join(f"; {visit}: {reason}" for visit, reason in outcome["failures"][:3])
@@ -335,21 +336,26 @@ def _summary(directory, site, gateways, outcome):
                      "the device showed the customer:")
         for line in truth_lines:
             _say("         " + line)
-        ok &= _detections(store.alerts.ranked(limit=500), cheating)
+        ok &= _detections(store.alerts.ranked(limit=500), cheating, days)
         if outcome["slow"]:
             _say("   note: the replay waited the full keep-up time for "
                  + ", ".join(outcome["slow"]) + " (the machine is loaded)")
     return ok
 
 
-def _detections(alerts, cheating):
-    """The detectors' alerts: each cheating device must have one, and the honest ones none."""
+def _detections(alerts, cheating, days):
+    """The detectors' alerts: none on an honest device, and one on each cheating device once the
+    run is long enough for the slowest detector to build its reference."""
     detected = [a for a in alerts if not a.rule.startswith(_INTEGRITY_RULES)]
     caught = {a.gateway_id for a in detected} & cheating
     false = [a for a in detected if a.gateway_id not in cheating]
-    ok = _check(caught == cheating and not false,
+    ok = _check(not false and (caught == cheating or days < _DAYS_TO_CATCH_ALL),
                 f"the detectors raised {len(detected)} alert(s) live: on {len(caught)} of the "
                 f"{len(cheating)} cheating devices, {len(false)} on honest ones")
+    if caught != cheating:
+        _say(f"     not caught yet: {', '.join(sorted(cheating - caught))} (the scale detector "
+             "compares each article's weights across the market's scales and needs about two "
+             f"days of sales to do so; {_DAYS_TO_CATCH_ALL} days and more must catch every cheat)")
     for alert in sorted(alerts, key=lambda a: (a.gateway_id not in cheating, -a.score))[:12]:
         _say(f"     #{alert.alert_id} {alert.severity:<8} {alert.rule:<28} {alert.gateway_id} "
              f"{alert.device_ref or ''}")

@@ -170,3 +170,17 @@ def test_checkpoint_round_trip():
     assert got == expected
     assert {f.rule for f in expected} == {"config.unauthorised_change", "config.silent_change",
                                           "gateway.heartbeat", "gateway.heartbeat.long_silence"}
+
+
+def test_no_silence_is_measured_from_an_unsynchronised_wall_time():
+    def run(time_status):
+        engine = Engine(load_params(), StaticFacts(), detectors=[HeartbeatGap])
+        chain = Chain("GW-U")
+        rid, boot = chain.add("event", event_body("boot", reset_cause="power_on"))
+        boot["time_status"] = time_status  # the gateway's RTC before the host set it
+        engine.feed(rid, boot)
+        later = chain.start_wall_ms + 7 * 3600 * 1000
+        return engine.feed(*chain.add("status", status_body(), wall_time_ms=later))
+
+    assert run("U") == []
+    assert [f.rule for f in run("S")] == ["gateway.heartbeat.long_silence"]
