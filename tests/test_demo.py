@@ -38,7 +38,10 @@ def test_the_demo_passes_every_check_and_says_where_things_are(one_day):
     directory, (status, output) = one_day
     assert status == 0, output
     assert "FAILED" not in output and output.rstrip().endswith("every check passed.")
-    assert output.count("[ok]") == 6
+    assert output.count("[ok]") == 7
+    # The pump's board is caught live, by the gateway's own pulse count, and nothing honest is.
+    assert "0 on honest ones" in output
+    assert "dispenser.pulse_crosscheck.mismatch MS-STATION-1-D3 82/" in output
     assert "11 gateways booted, authenticated and uploading" in output
     assert "pump 0x52 (MS-STATION-1-D3)" in output and "CHEATING on" in output
     assert f"meterseal serve --db {directory}" in output
