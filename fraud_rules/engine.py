@@ -6,6 +6,7 @@ State is plain JSON (``checkpoint()``): the host stores it and a restarted engin
 then replays the records stored after the seqs it names (meterseal.host.detection).
 """
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -71,7 +72,7 @@ class Entry:
         return self.record["body"]["event_type"] if self.record["kind"] == "event" else None
 
 
-class Detector:
+class Detector(ABC):
     """Subclasses set ``name`` (their parameter section, and the rule id of their findings unless
     they name another) and ``kinds`` (the record kinds they are fed), and implement ``feed``.
 
@@ -91,8 +92,9 @@ class Detector:
     def enabled(self):
         return self.params.get("enabled", True)
 
+    @abstractmethod
     def feed(self, entry, state):
-        raise NotImplementedError
+        """This detector's Findings for ``entry``; ``state`` is updated in place."""
 
     def finding(self, entry, *, severity, score, en, zh, observed, evidence, rule=None,
                 device=ENTRY_DEVICE, gateway_id=None, extra=None):

@@ -85,6 +85,15 @@ class _FlowDetector(Detector):
             return None
         return flow
 
+    def measured(self, entry, state):
+        """(flow, key, the site's nozzles, this nozzle's state, [seq, time]) for a qualifying
+        sale, else None."""
+        flow = self.qualifying_flow(entry)
+        if flow is None:
+            return None
+        key, nozzles, nozzle = self.nozzle_state(state, entry)
+        return flow, key, nozzles, nozzle, _sale_seq_time(entry)
+
     @staticmethod
     def nozzle_state(state, entry):
         """The site's nozzles and this one's state, keyed by gateway and device: DART addresses
@@ -116,12 +125,11 @@ class PulseScaling(_FlowDetector):
     name = "dispenser.pulse_scaling"
 
     def feed(self, entry, state):
-        flow = self.qualifying_flow(entry)
-        if flow is None:
+        measured = self.measured(entry, state)
+        if measured is None:
             return []
+        flow, key, nozzles, nozzle, row = measured
         p = self.params
-        key, nozzles, nozzle = self.nozzle_state(state, entry)
-        row = _sale_seq_time(entry)
         push_window(nozzle.setdefault("window", []), flow, p["peer_window_sales"])
         push_window(nozzle.setdefault("window_ids", []), row, p["peer_window_sales"])
         nozzle["median"] = median(nozzle["window"])
@@ -222,12 +230,11 @@ class SelectiveFlow(_FlowDetector):
     name = "dispenser.selective"
 
     def feed(self, entry, state):
-        flow = self.qualifying_flow(entry)
-        if flow is None:
+        measured = self.measured(entry, state)
+        if measured is None:
             return []
+        flow, key, nozzles, nozzle, row = measured
         p = self.params
-        key, nozzles, nozzle = self.nozzle_state(state, entry)
-        row = _sale_seq_time(entry)
         findings = []
         size = nozzle.get("size") or nozzle.setdefault(
             "size", {"small": {"rows": []}, "large": {"rows": []}})
