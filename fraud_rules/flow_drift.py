@@ -19,9 +19,13 @@ from itertools import accumulate
 
 from .engine import Detector
 from .finding import local_hour, percent, utc_text
-from .stats import cusum, mad_sigma, median, push_window
+from .stats import cusum, mad_sigma, median, push_window, trimmed_mean
 
 _MS_PER_MIN = 60000
+# Authorised work after which a dispenser's nozzles learn a new flow baseline.
+REBASELINE_WORK = ("calibration", "parameter_change", "device_identity_changed")
+# A nozzle's baseline and CUSUM state, dropped when it learns a new baseline.
+_BASELINE_FIELDS = ("baseline", "learning", "cusum", "run", "calm", "alerted")
 
 
 def steady_flow_lpm(body, band):
@@ -123,8 +127,12 @@ class PulseScaling(_FlowDetector):
     above its peers' (rolling medians)."""
 
     name = "dispenser.pulse_scaling"
+    kinds = ("fuel.sale", "event")
 
     def feed(self, entry, state):
+        if entry.kind == "event":
+            self._after_work(entry, state)
+            return []
         measured = self.measured(entry, state)
         if measured is None:
             return []
@@ -139,7 +147,7 @@ class PulseScaling(_FlowDetector):
             learning = nozzle.setdefault("learning", [])
             learning.append(flow)
             if len(learning) >= p["baseline_sales"]:
-                centre = median(learning)
+                centre = trimmed_mean(learning, p["baseline_trim"])
                 nozzle["baseline"] = [centre, max(mad_sigma(learning) / centre, p["min_sigma"])]
                 del nozzle["learning"]
         else:
@@ -147,11 +155,28 @@ class PulseScaling(_FlowDetector):
         findings.extend(self._peer_check(entry, key, nozzles, nozzle))
         return findings
 
+    def _after_work(self, entry, state):
+        """Authorised work that may rightly change what a dispenser reports (a calibration, a
+        parameter change, a new board) restarts its nozzles' baselines: the flow after it is
+        the new normal. Unauthorised work is config.unauthorised_change's finding, and the
+        baseline stays, so a cheat done that way is seen here too."""
+        device = entry.device or {}
+        if (entry.event_type not in REBASELINE_WORK or "dispenser_address" not in device
+                or not self.facts.work_order(entry.site_id, entry.gateway_id, entry.device_ref,
+                                             entry.event_type, entry.wall_time_ms)):
+            return
+        dispenser = f"{entry.gateway_id}|{device['dispenser_address']}"
+        for nozzle in state.get("nozzles", {}).values():
+            if nozzle["dispenser"] == dispenser:
+                for field in _BASELINE_FIELDS:
+                    nozzle.pop(field, None)
+
     def _cusum_step(self, entry, nozzle, flow, row):
         p = self.params
         centre, sigma = nozzle["baseline"]
         excess = flow / centre - 1
-        z = (excess - p["allowance"]) / sigma
+        # Clipped, so that one odd sale (a pause the steady band missed) cannot make an alarm.
+        z = max(-p["z_clip"], min(p["z_clip"], (excess - p["allowance"]) / sigma))
         side = nozzle.setdefault("cusum", {})
         run = nozzle.setdefault("run", [])
         crossed = cusum(side, z, p["k"], p["h"]) == 1

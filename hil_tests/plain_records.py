@@ -60,25 +60,30 @@ def amount_minor(volume_ml, unit_price_minor_per_kl):
     return (volume_ml * unit_price_minor_per_kl + _PPM // 2) // _PPM
 
 
-def flow_profile(volume_ml, duration_ms, interval_ms=FLOW_INTERVAL_MS):
-    """An even flow profile for ``volume_ml`` over ``duration_ms``, folded (interval doubled,
-    pairs summed) to at most MAX_FLOW_POINTS entries as the gateway does."""
-    points = max(1, -(-duration_ms // interval_ms))
-    base, extra = divmod(volume_ml, points)
-    profile = [base + (1 if i < extra else 0) for i in range(points)]
+def fold_profile(profile, interval_ms=FLOW_INTERVAL_MS):
+    """(interval_ms, profile) folded (interval doubled, pairs summed) to at most
+    MAX_FLOW_POINTS entries, as the gateway does."""
     while len(profile) > records.MAX_FLOW_POINTS:
         profile = [sum(profile[i:i + 2]) for i in range(0, len(profile), 2)]
         interval_ms *= 2
     return interval_ms, profile
 
 
+def flow_profile(volume_ml, duration_ms, interval_ms=FLOW_INTERVAL_MS):
+    """An even flow profile for ``volume_ml`` over ``duration_ms``."""
+    points = max(1, -(-duration_ms // interval_ms))
+    base, extra = divmod(volume_ml, points)
+    return fold_profile([base + (1 if i < extra else 0) for i in range(points)], interval_ms)
+
+
 def sale_body(*, grade, volume_ml, unit_price_minor_per_kl, start_wall_time_ms, duration_ms,
               amount=None, totalizer_start_ml=None, end_status="completed", pulses=None,
-              k_factor_pulses_per_kl=100000, **optional):
+              k_factor_pulses_per_kl=100000, flow=None, **optional):
     """A fuel.sale body; the amount is price-computed unless given, the end time follows the
-    duration, the totalizer end follows the start, and ``pulses`` (the gateway's own count) adds
-    pulses_counted and pulse_volume_ml."""
-    interval, profile = flow_profile(volume_ml, duration_ms)
+    duration, the totalizer end follows the start, ``flow`` is (interval_ms, profile) (an even
+    profile unless given), and ``pulses`` (the gateway's own count) adds pulses_counted and
+    pulse_volume_ml."""
+    interval, profile = flow or flow_profile(volume_ml, duration_ms)
     body = {
         "grade": grade, "volume_ml": volume_ml,
         "unit_price_minor_per_kl": unit_price_minor_per_kl,

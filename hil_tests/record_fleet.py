@@ -37,9 +37,11 @@ from meterseal.hil.emulators.tank_model import (
     tc_volume_ml,
 )
 from meterseal.hil.plain_records import (
+    FLOW_INTERVAL_MS,
     Chain,
     delivery_body,
     event_body,
+    fold_profile,
     inventory_body,
     sale_body,
     status_body,
@@ -59,7 +61,7 @@ DAY_MS = 24 * HOUR_MS
 _PPM = 1_000_000
 
 
-class FleetError(ValueError):
+class FleetScenarioError(ValueError):
     """A scenario file that cannot be used; the message names the file and the key."""
 
 
@@ -90,22 +92,22 @@ def load_scenario(path):
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise FleetError(f"cannot read scenario {path}: {exc}") from None
+        raise FleetScenarioError(f"cannot read scenario {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise FleetError(f"{path}: not valid TOML: {exc}") from None
+        raise FleetScenarioError(f"{path}: not valid TOML: {exc}") from None
     for key in ("seed", "start", "days", "cheat_start_day"):
         if key not in data:
-            raise FleetError(f"{path}: missing {key!r}")
+            raise FleetScenarioError(f"{path}: missing {key!r}")
     for cheat in data.get("cheats", []):
         kinds = DISPENSER_CHEATS + SCALE_CHEATS
         if cheat.get("kind") not in kinds:
-            raise FleetError(f"{path}: cheat kind {cheat.get('kind')!r} is not one of "
+            raise FleetScenarioError(f"{path}: cheat kind {cheat.get('kind')!r} is not one of "
                              + ", ".join(kinds))
         for schedule in cheat.get("schedules", ["always"]):
             try:
                 parse_schedule(schedule)
             except ValueError as exc:
-                raise FleetError(f"{path}: {exc}") from None
+                raise FleetScenarioError(f"{path}: {exc}") from None
     data["name"] = path.stem
     return data
 
@@ -113,6 +115,25 @@ def load_scenario(path):
 def _lognormal(rng, spec):
     value = spec["median"] * math.exp(rng.gauss(0.0, spec["spread"]))
     return min(max(value, spec["min"]), spec["max"])
+
+
+def _ramped_profile(duration_ms, flow_ml_per_ms, indicated_ml, displayed_of_true):
+    """The gateway's flow profile of a sale: the display (10 mL steps) read every second while
+    the flow ramps up over RAMP_UP_S and then runs steady, the last reading being the indicated
+    volume; ``displayed_of_true`` maps mL delivered to mL displayed (where a cheat acts)."""
+    ramp_ms = RAMP_UP_S * 1000
+    profile, previous = [], 0
+    for end_ms in range(FLOW_INTERVAL_MS, duration_ms + FLOW_INTERVAL_MS, FLOW_INTERVAL_MS):
+        if end_ms >= duration_ms:
+            shown = indicated_ml
+        else:
+            true_ml = flow_ml_per_ms * (end_ms * end_ms / (2 * ramp_ms) if end_ms < ramp_ms
+                                        else end_ms - ramp_ms / 2)
+            shown = min(indicated_ml,
+                        int(displayed_of_true(true_ml)) // DISPLAY_STEP_ML * DISPLAY_STEP_ML)
+        profile.append(shown - previous)
+        previous = shown
+    return fold_profile(profile)
 
 
 def _poisson_times(rng, day_start_ms, opening_hours, per_hour):
@@ -279,27 +300,37 @@ class _ForecourtSite:
         kind = cheat.label.kind if cheat else None
         gain = cheat.label.size / 100 if cheat else 0.0
         active = bool(cheat and cheat.active(start_ms, wanted_ml))
-        if active and cheat.schedule.mode == "draws_above":
-            # As in the emulator, the board only starts counting extra past the threshold.
-            gain *= (wanted_ml - cheat.schedule.threshold) / wanted_ml
-        error = nozzle.honest_error(day)
         encoder_gain = gain if active and kind == "pulse_scaling_encoder" else 0.0
         cpu_gain = gain if active and kind in (
             "pulse_scaling_board", "k_factor_silent", "k_factor_logged", "board_swap") else 0.0
-        # The indicated volume is what the CPU makes of the pulses; a preset stops at its mark.
-        registration = (1 + error) * (1 + encoder_gain) * (1 + cpu_gain)
-        if preset_amount is not None:
+        # What the encoder's pulses say (the gateway counts these); the CPU multiplies them, a
+        # draws-above board only for the pulses past its threshold (as in the emulator).
+        counted_per_true = (1 + nozzle.honest_error(day)) * (1 + encoder_gain)
+        extra_from = (cheat.schedule.threshold if active and cheat.schedule.mode == "draws_above"
+                      else 0)
+
+        def displayed(counted_ml):
+            return counted_ml + cpu_gain * max(0.0, counted_ml - extra_from)
+
+        if preset_amount is not None:  # a preset stops at its mark
             indicated_ml = int(wanted_ml) // DISPLAY_STEP_ML * DISPLAY_STEP_ML
-            true_ml = indicated_ml / registration
+            counted_ml = (indicated_ml if indicated_ml <= extra_from else
+                          extra_from + (indicated_ml - extra_from) / (1 + cpu_gain))
+            true_ml = counted_ml / counted_per_true
         else:
             true_ml = wanted_ml
-            indicated_ml = int(true_ml * registration) // DISPLAY_STEP_ML * DISPLAY_STEP_ML
+            counted_ml = true_ml * counted_per_true
+            indicated_ml = int(displayed(counted_ml)) // DISPLAY_STEP_ML * DISPLAY_STEP_ML
         reported_ml = indicated_ml
         if active and kind == "backoffice_rewrite":
             reported_ml = int(indicated_ml * (1 - gain)) // DISPLAY_STEP_ML * DISPLAY_STEP_ML
         flow_lpm = (nozzle.max_flow_lpm * TRIGGER_SHARE * nozzle.flow_factor
                     * (1 + rng.gauss(0.0, 0.01)))
         duration_ms = int((RAMP_UP_S / 2 + true_ml / 1000 / flow_lpm * 60) * 1000)
+        flow = _ramped_profile(duration_ms, flow_lpm / 60, indicated_ml,
+                               lambda true: displayed(true * counted_per_true))
+        if reported_ml != indicated_ml:  # the back office rewrites the whole sale, evenly
+            flow = None
         optional = {}
         if preset_amount is not None:
             optional["preset_amount_minor"] = preset_amount
@@ -309,9 +340,9 @@ class _ForecourtSite:
             totalizer_start_ml=nozzle.totalizer_ml,
             totalizer_end_ml=nozzle.totalizer_ml + indicated_ml,
             end_status="preset_reached" if preset_amount is not None else "completed",
-            k_factor_pulses_per_kl=K_FACTOR, **optional)
+            k_factor_pulses_per_kl=K_FACTOR, flow=flow, **optional)
         if self.pulse_input:
-            pulses = int(true_ml * (1 + error) * (1 + encoder_gain) * K_FACTOR / _PPM)
+            pulses = int(counted_ml * K_FACTOR / _PPM)
             body["pulses_counted"] = pulses
             body["pulse_volume_ml"] = pulse_rules.pulse_volume_ml(pulses, K_FACTOR)
         nozzle.totalizer_ml += indicated_ml
@@ -501,7 +532,7 @@ class Fleet:
                 self.sites.append(_MarketSite(self, site_id, market, cheat,
                                               random.Random(rng.random())))
         if (dispenser_cheats and not forecourt) or (scale_cheats and not market):
-            raise FleetError("cheats need a [forecourt] for dispensers and a [market] for "
+            raise FleetScenarioError("cheats need a [forecourt] for dispensers and a [market] for "
                              "scales")
         self.facts = self._facts()
         self.devices = self._devices()

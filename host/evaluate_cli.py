@@ -12,7 +12,7 @@ import sys
 
 from meterseal.fraud_rules import evaluate
 from meterseal.fraud_rules.params import ParamsError
-from meterseal.hil.record_fleet import FleetError, load_scenario
+from meterseal.hil.record_fleet import FleetScenarioError, load_scenario
 from meterseal.hil.scenario import ScenarioError
 
 DEFAULT_OUT = "meterseal-eval"
@@ -41,7 +41,7 @@ def run(args):
         report, alarms = evaluate.run(scenario, params_file=args.params, seed=args.seed,
                                       days=args.days, progress=sys.stderr)
         evaluate.write_report(report, alarms, args.out)
-    except (FleetError, ParamsError, evaluate.EvaluateError) as exc:
+    except (FleetScenarioError, ParamsError, evaluate.EvaluateError) as exc:
         raise EvaluateCliError(str(exc)) from None
     print(evaluate.table(report))
     print(f"report written to {args.out}/ (report.json, report.md, alarms.json, delay.png, "

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from meterseal.fraud_rules import evaluate
-from meterseal.hil.record_fleet import Fleet, FleetError, Label, load_scenario
+from meterseal.fraud_rules.flow_drift import steady_flow_lpm, tail_flow_lpm
+from meterseal.hil.record_fleet import Fleet, FleetScenarioError, Label, load_scenario
 from meterseal.host import evaluate_cli
 from meterseal.protocol import records
 
@@ -117,6 +118,34 @@ def test_selective_board_leaves_test_draws_honest_and_gains_only_past_the_thresh
     assert seen[True] > 10 and seen[False] > 5
 
 
+def test_flow_profile_is_the_display_read_each_second_and_shows_a_threshold_board():
+    fleet = Fleet(_scenario([{"kind": "pulse_scaling_board", "sizes": [10],
+                              "schedules": ["draws_above:20000"]}]))
+    label, = fleet.labels
+    honest, stepped = [], 0
+    for _, record, truth in fleet.records():
+        body = record["body"]
+        if record["kind"] != "fuel.sale":
+            continue
+        profile = body["flow_profile_ml"]
+        assert sum(profile) == body["volume_ml"]
+        assert all(v % 10 == 0 for v in profile[:-1])  # the display's 10 mL steps
+        assert profile[0] < profile[2]  # the ramp-up
+        head, _ = steady_flow_lpm({"flow_interval_ms": body["flow_interval_ms"],
+                                   "flow_profile_ml": profile[:10]}, 0.15)
+        if truth and body["volume_ml"] > 40000:
+            # The board counts extra only past 20 L: the tail flows 10 % faster than the head.
+            tail, _ = tail_flow_lpm(body, 25000, 0.15)
+            assert tail / head - 1 == pytest.approx(0.10, abs=0.02)
+            stepped += 1
+        elif (_site_of(fleet, record) != label.site_id and body["volume_ml"] > 10000
+              and body["flow_interval_ms"] == 1000):
+            honest.append(steady_flow_lpm(body, 0.15)[0] / head)
+    assert stepped > 5
+    # An honest sale flows evenly: its head and its whole steady part agree to the display step.
+    assert max(abs(r - 1) for r in honest) < 0.02
+
+
 def test_backoffice_rewrite_cuts_the_sale_below_the_totalizer_movement():
     fleet = Fleet(_scenario([{"kind": "backoffice_rewrite", "sizes": [10]}]))
     label, = fleet.labels
@@ -151,10 +180,10 @@ def test_bad_scenarios_are_refused_with_the_key_named(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('seed = 1\nstart = "2026-03-02T00:00:00+08:00"\ndays = 1\n'
                     'cheat_start_day = 0.5\n[[cheats]]\nkind = "magnet"\nsizes = [1]\n')
-    with pytest.raises(FleetError, match="cheat kind 'magnet' is not one of"):
+    with pytest.raises(FleetScenarioError, match="cheat kind 'magnet' is not one of"):
         load_scenario(path)
     path.write_text('seed = 1\ndays = 1\n')
-    with pytest.raises(FleetError, match="missing 'start'"):
+    with pytest.raises(FleetScenarioError, match="missing 'start'"):
         load_scenario(path)
 
 
