@@ -169,3 +169,18 @@ class Engine:
         """Everything needed to resume, as JSON-able data."""
         return {"format": CHECKPOINT_FORMAT, "params_version": self.params.version,
                 "fed": dict(self.fed), "records_fed": self.records_fed, "sites": self.sites}
+
+    def site_checkpoints(self, site_ids):
+        """{site_id: checkpoint} for ``site_ids`` only: each as checkpoint() is, holding that
+        site's state and the seqs of its gateways, so a host can save the sites that moved
+        without serialising the rest. The states are the live ones, not copies: serialise them
+        before feeding on."""
+        fed = {site_id: {} for site_id in site_ids}
+        for gateway_id, seq in self.fed.items():
+            seqs = fed.get(self.site_of(gateway_id))
+            if seqs is not None:
+                seqs[gateway_id] = seq
+        return {site_id: {"format": CHECKPOINT_FORMAT, "params_version": self.params.version,
+                          "fed": seqs, "records_fed": self.records_fed,
+                          "sites": {site_id: self.sites.get(site_id, {})}}
+                for site_id, seqs in fed.items()}

@@ -13,9 +13,13 @@ run so the ratios compare like with like on this machine.
   signature check over the received bytes, record schema parse) as a ratio of it.
 - The ingest (bench_ingest.py): records verified and stored per second by the real ingest host
   on one core, against SQLite and PostgreSQL, as a ratio of the bare verify rate; gateways held
-  connected by one host and its memory per connection; record received to alert visible.
+  connected by one host and its memory per connection; record received to alert visible; the
+  detectors' cost in it, and each detector's share replaying the same records.
+- The backtest (bench_backtest.py): `meterseal backtest` over a month of a busy forecourt, and
+  its split between reading the store and the detectors.
 
-``--part gateway`` or ``--part ingest`` runs one half; `make bench` runs both.
+``--part gateway``, ``--part ingest`` or ``--part backtest`` runs one of them; `make bench` runs
+all.
 """
 
 import json
@@ -29,13 +33,15 @@ from meterseal.firmware import journal, signer
 from meterseal.hil import micropython
 from meterseal.hil import scenario as scenarios
 from meterseal.hil.site import Site
-from meterseal.host import bench_ingest, drill, gateway_cli, verify
+from meterseal.host import bench_backtest, bench_ingest, drill, gateway_cli, verify
+from meterseal.host.simulated_gateway import SITE
 from meterseal.protocol import cose
 
 SIGN_SCRIPT = Path(micropython.__file__).parent / "gateway_scripts" / "bench_sign.py"
 RECORDER_SCRIPT = Path(micropython.__file__).parent / "gateway_scripts" / "bench_recorder.py"
 DAY_SCENARIO = Path(scenarios.__file__).parent / "scenarios" / "dispenser_day.toml"
 BOARD_HEAP = "192wK"  # a 32-bit board's 192 KB, in this 64-bit build's words
+_ALL_TIME_MS = 2**62  # a backtest window's end past any record's wall time
 
 
 def _sign_figures(image, mode, count, heapsize, interpreter="micropython"):
@@ -128,6 +134,9 @@ def run(args):
         if args.part in ("all", "ingest"):
             (tmp / "ingest").mkdir()
             _ingest_part(args, tmp / "ingest")
+        if args.part in ("all", "backtest"):
+            (tmp / "backtest").mkdir()
+            _backtest_part(args, tmp / "backtest")
     return 0
 
 
@@ -137,8 +146,21 @@ def _ingest_part(args, workdir):
                              connections=args.connections, alert_trials=args.alert_trials,
                              rounds=args.rounds, postgres=not args.no_postgres)
     figures = bench_ingest.run(plan, workdir, lambda line: print(line, flush=True))
+    print("replaying the SQLite store's records through the detectors alone ...", flush=True)
+    replayed = bench_backtest.measure(figures["detection_store"], SITE, 0, _ALL_TIME_MS)
     print()
-    for line in bench_ingest.report(figures):
+    detection_lines = [f"    the store's {replayed['records']} records replayed through the "
+                       f"detectors alone ({replayed['findings']} findings):"]
+    detection_lines += ["  " + line for line in bench_backtest.detector_lines(replayed)]
+    for line in bench_ingest.report(figures, detection_lines):
+        print(line)
+
+
+def _backtest_part(args, workdir):
+    plan = bench_backtest.Plan(days=args.backtest_days, dispensers=args.backtest_dispensers)
+    figures = bench_backtest.run(plan, workdir, lambda line: print(line, flush=True))
+    print()
+    for line in bench_backtest.report(figures):
         print(line)
 
 
@@ -210,9 +232,10 @@ def add_parser(sub):
     parser.add_argument("--day-visits", type=int, default=60,
                         help="visits of the dispenser day for the whole-gateway heap (default 60)")
     parser.add_argument("--rounds", type=int, default=4, help="passes over the records per rate (default 4)")
-    parser.add_argument("--part", choices=("all", "gateway", "ingest"), default="all",
-                        help="the gateway figures (MicroPython), the ingest host's, or both "
-                             "(default all)")
+    parser.add_argument("--part", choices=("all", "gateway", "ingest", "backtest"),
+                        default="all",
+                        help="the gateway figures (MicroPython), the ingest host's, the "
+                             "backtest's, or all (default all)")
     ingest = bench_ingest.Plan()
     for option, default, help_text in (
             ("--ingest-gateways", ingest.gateways, "gateways uploading at once for the ingest rate"),
@@ -222,4 +245,10 @@ def add_parser(sub):
         parser.add_argument(option, type=int, default=default, help=f"{help_text} (default {default})")
     parser.add_argument("--no-postgres", action="store_true",
                         help="leave out the PostgreSQL ingest figures")
+    backtest = bench_backtest.Plan()
+    parser.add_argument("--backtest-days", type=int, default=backtest.days,
+                        help=f"days of the backtested site's history (default {backtest.days})")
+    parser.add_argument("--backtest-dispensers", type=int, default=backtest.dispensers,
+                        help="two-nozzle dispensers of the backtested site (default "
+                             f"{backtest.dispensers})")
     parser.set_defaults(run=run)

@@ -95,6 +95,20 @@ class LoadGateway:
         frame = bytes(wire.encode(wire.RECORDS, {"envelopes": envelopes}))
         self.frames.append((frame, last_seq, len(envelopes)))
 
+    def add_records(self, envelopes, batch_records=wire.MAX_BATCH_RECORDS):
+        """Frame ``envelopes`` (seq 0 on, chained) as a gateway batches them: up to
+        ``batch_records`` records and wire.MAX_BATCH_BYTES bytes of envelopes per RECORDS."""
+        batch, batch_bytes = [], 0
+        for seq, envelope in enumerate(envelopes):
+            if len(batch) == batch_records or batch_bytes + len(envelope) > \
+                    wire.MAX_BATCH_BYTES:
+                self.add_batch(batch, seq - 1)
+                batch, batch_bytes = [], 0
+            batch.append(envelope)
+            batch_bytes += len(envelope)
+        if batch:
+            self.add_batch(batch, len(envelopes) - 1)
+
     @property
     def records(self):
         return sum(count for _, _, count in self.frames)
@@ -141,22 +155,14 @@ def gateway_keys(prefix, count):
 
 def make_load(plan, prefix="BENCH-GW"):
     """The throughput load: plan.gateways gateways with plan.records_per_gateway chained sales
-    each, signed and framed as a gateway batches them: up to plan.batch_records records and
-    wire.MAX_BATCH_BYTES bytes of envelopes per RECORDS."""
+    each, signed and framed as a gateway batches them (LoadGateway.add_records)."""
     load = []
     for gateway_id, key in gateway_keys(prefix, plan.gateways):
         gateway = LoadGateway(gateway_id, key)
         maker = RecordMaker(gateway_id, key)
-        batch, batch_bytes, totalizers = [], 0, {}
-        for seq in range(plan.records_per_gateway):
-            envelope = _sale(maker, seq, totalizers)
-            if len(batch) == plan.batch_records or batch_bytes + len(envelope) > \
-                    wire.MAX_BATCH_BYTES:
-                gateway.add_batch(batch, seq - 1)
-                batch, batch_bytes = [], 0
-            batch.append(envelope)
-            batch_bytes += len(envelope)
-        gateway.add_batch(batch, plan.records_per_gateway - 1)
+        totalizers = {}
+        gateway.add_records([_sale(maker, seq, totalizers)
+                             for seq in range(plan.records_per_gateway)], plan.batch_records)
         load.append(gateway)
     return load
 
@@ -284,7 +290,7 @@ class HostProcess:
 # --- the measurements ---------------------------------------------------------------------------
 
 
-async def _open_session(gateway_id, key, port):
+async def open_session(gateway_id, key, port):
     session = UplinkSession(gateway_id, key)
     answer = await session.handshake(port, timeout_s=_ANSWER_TIMEOUT_S)
     if answer is None or answer[0] != wire.ACK:
@@ -293,7 +299,7 @@ async def _open_session(gateway_id, key, port):
     return session
 
 
-async def _upload(session, frames):
+async def upload(session, frames):
     """Send ``frames`` stop-and-wait, each after the ACK of the one before; the records ACKed."""
     acked = 0
     for frame, last_seq, count in frames:
@@ -307,12 +313,12 @@ async def _upload(session, frames):
 
 
 async def _throughput(host, load):
-    sessions = [await _open_session(g.gateway_id, g.key, host.port) for g in load]
+    sessions = [await open_session(g.gateway_id, g.key, host.port) for g in load]
     try:
         # Each gateway's first batch loads its checker on the host: outside the clock.
-        warmed = await asyncio.gather(*(_upload(s, g.frames[:1]) for s, g in zip(sessions, load)))
+        warmed = await asyncio.gather(*(upload(s, g.frames[:1]) for s, g in zip(sessions, load)))
         cpu_start_s, start = host.cpu_s(), time.perf_counter()
-        timed = await asyncio.gather(*(_upload(s, g.frames[1:]) for s, g in zip(sessions, load)))
+        timed = await asyncio.gather(*(upload(s, g.frames[1:]) for s, g in zip(sessions, load)))
         elapsed_s = time.perf_counter() - start
         cpu_s = host.cpu_s() - cpu_start_s
     finally:
@@ -330,7 +336,7 @@ async def _alert_latencies(host, trials, reader):
         envelope = bytearray(RecordMaker(gateway_id, key).make())
         envelope[-1] ^= 0x01  # the signature's last byte: BAD_SIGNATURE
         frame = wire.encode(wire.RECORDS, {"envelopes": [bytes(envelope)]})
-        session = await _open_session(gateway_id, key, host.port)
+        session = await open_session(gateway_id, key, host.port)
         try:
             start = time.perf_counter()
             session.write(frame)  # written to the socket at once: its buffer is empty
@@ -359,7 +365,7 @@ async def _hold_connections(host, gateways):
     try:
         for start in range(0, len(gateways), _HANDSHAKE_WAVE):
             wave = gateways[start:start + _HANDSHAKE_WAVE]
-            sessions.extend(await asyncio.gather(*(_open_session(gateway_id, key, host.port)
+            sessions.extend(await asyncio.gather(*(open_session(gateway_id, key, host.port)
                                                    for gateway_id, key in wave)))
         ping = bytes(wire.encode(wire.PING, {}))
         for session in sessions:
@@ -467,8 +473,9 @@ def run(plan, workdir, say):
             workdir / "ingest-bare.db", load, trials, host_core, workdir / "ingest-bare.log",
             detection=False)
         say("uploading to the ingest host over SQLite ...")
+        figures["detection_store"] = workdir / "ingest.db"
         figures["backends"]["SQLite"] = measure_backend(
-            workdir / "ingest.db", load, trials, host_core, workdir / "ingest-sqlite.log")
+            figures["detection_store"], load, trials, host_core, workdir / "ingest-sqlite.log")
         if plan.postgres:
             figures["postgres_skipped"] = scratch_postgres.unavailable_reason()
         if plan.postgres and figures["postgres_skipped"] is None:
@@ -492,8 +499,9 @@ def _percentile_ms(values, share):
     return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def report(figures):
-    """The figures as the lines `meterseal bench` prints."""
+def report(figures, detection_lines=()):
+    """The figures as the lines `meterseal bench` prints; ``detection_lines`` go under the
+    detectors' cost."""
     plan = figures["plan"]
     bare = figures["bare_verify_per_s"]
     load = ", ".join(str(core) for core in figures["load_cores"])
@@ -521,6 +529,7 @@ def report(figures):
     lines.append(f"  detectors' cost in the ingest (SQLite): {1e6 / bare_host:.0f} us of host CPU "
                  f"per record without them, {1e6 / with_detection:.0f} us with them: "
                  f"{added_us:+.0f} us, {added_us * bare_host / 1e6:+.0%}   budget <= +20 %")
+    lines.extend(detection_lines)
     lines.append("")
     lines.append(f"alert latency, forged signature written -> alert listed by store.alerts.ranked, "
                  f"{plan.alert_trials} trials")

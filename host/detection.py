@@ -4,10 +4,10 @@ committed batch, and raising what they find as alerts (docs/host.md, "Detection"
 - StoreFacts answers the detectors' questions (a gateway's site, announced prices, work
   orders...) from the store, cached until an officer changes the facts.
 - LiveDetection runs one Engine over every site. Its state is saved per site in the store
-  (detector_checkpoints) every so many records or seconds, whenever a batch raised alerts, and
-  on close; on start it loads that state and replays the records stored after the seqs it
-  names, so a restart, or a spell with detection switched off, misses nothing and repeats no
-  finding.
+  (detector_checkpoints): a site's once it was fed so many records or seconds since its last
+  save, whenever a batch of it raised alerts, and every site's on close; on start it loads that
+  state and replays the records stored after the seqs it names, so a restart, or a spell with
+  detection switched off, misses nothing and repeats no finding.
 - replay_records gives stored records, merged across gateways by wall time; `meterseal
   backtest` (backtest.py) uses it too.
 """
@@ -21,13 +21,14 @@ from meterseal.fraud_rules import Engine, Facts, WorkOrder, load_params
 from meterseal.fraud_rules.engine import CHECKPOINT_FORMAT
 from meterseal.host import record_parser, verify
 from meterseal.host.storage import MAX_PAGE_SIZE, STORED, StorageError
-from meterseal.protocol import cose
 
 log = logging.getLogger("meterseal.detection")
 
-# Save the detectors' state at least this often while records flow. A crash loses at most this
-# much state, which the restart rebuilds by replaying those records (their findings were saved
-# with the batch that raised them, so none is raised twice).
+# Save a site's detector state once it was fed this many records, or this long after the first
+# record since its last save. A crash loses at most that much of each site's state, which the
+# restart rebuilds by replaying those records (their findings were saved with the batch that
+# raised them, so none is raised twice). Counted per site: a save serialises only the sites due,
+# so its cost follows the records fed, however many sites the host serves.
 CHECKPOINT_EVERY_RECORDS = 5000
 CHECKPOINT_EVERY_S = 60.0
 
@@ -97,7 +98,7 @@ class StoreFacts(Facts):
 
 def plain_record(stored):
     """The plain form of a stored, accepted record (its signature was checked at ingest)."""
-    return record_parser.parse(cose.parse_sign1(stored.envelope).payload)
+    return record_parser.parse(verify.parse_envelope(stored.envelope).payload)
 
 
 def _gateway_records(store, gateway_id, after_seq, wall_from_ms, wall_before_ms):
@@ -123,21 +124,6 @@ def replay_records(store, after_seqs, wall_from_ms=None, wall_before_ms=None):
                for gateway_id, after_seq in sorted(after_seqs.items())]
     for *_, record_id, record in heapq.merge(*streams, key=lambda item: item[:3]):
         yield record_id, record
-
-
-def split_checkpoint(engine, site_ids):
-    """The engine's checkpoint cut into one checkpoint per site of ``site_ids``, each with the
-    seqs of that site's gateways only."""
-    whole = engine.checkpoint()
-    by_site = {site_id: {"format": whole["format"], "params_version": whole["params_version"],
-                         "records_fed": whole["records_fed"], "fed": {},
-                         "sites": {site_id: whole["sites"].get(site_id, {})}}
-               for site_id in site_ids}
-    for gateway_id, seq in whole["fed"].items():
-        site = by_site.get(engine.site_of(gateway_id))
-        if site is not None:
-            site["fed"][gateway_id] = seq
-    return by_site
 
 
 def join_checkpoints(by_site):
@@ -171,9 +157,7 @@ class LiveDetection:
         self._every_s = checkpoint_every_s
         self._clock_s = clock_s
         self.engine = None
-        self._dirty = set()  # sites fed since the last save
-        self._unsaved = 0
-        self._saved_at_s = clock_s()
+        self._unsaved = {}  # site id -> [records fed since its last save, clock_s of the first]
 
     def start(self):
         """Resume from the saved state and catch up on the records stored since."""
@@ -197,7 +181,7 @@ class LiveDetection:
     def after_batch(self, items, results):
         """Feed what a committed batch stored and chained (``items`` as the ingest passed them to
         store.ingest_batch, ``results`` what it returned), raise the findings as alerts, and
-        save the state when due."""
+        save the state of the sites that raised them or are due."""
         fresh = sorted((verdict.record["seq"], result.record_id, verdict.record)
                        for (_, verdict), result in zip(items, results)
                        if result.outcome == STORED and verdict.outcome in verify.ACCEPTED)
@@ -207,9 +191,12 @@ class LiveDetection:
         findings = [finding for _, record_id, record in fresh
                     for finding in self._feed(record_id, record)]
         self._raise(findings)
-        if (findings or self._unsaved >= self._every_records
-                or self._clock_s() - self._saved_at_s >= self._every_s):
-            self.checkpoint()
+        now = self._clock_s()
+        due = {finding.site_id for finding in findings}
+        due.update(site_id for site_id, (count, since_s) in self._unsaved.items()
+                   if count >= self._every_records or now - since_s >= self._every_s)
+        if due:
+            self._save(due)
 
     def _feed(self, record_id, record):
         try:
@@ -218,8 +205,11 @@ class LiveDetection:
             log.error("detection: gateway %s seq %d not evaluated: %s: %s",
                       record["gateway_id"], record["seq"], type(exc).__name__, exc)
             findings = []
-        self._dirty.add(self.engine.site_of(record["gateway_id"]))
-        self._unsaved += 1
+        site_id = self.engine.site_of(record["gateway_id"])
+        if site_id in self._unsaved:
+            self._unsaved[site_id][0] += 1
+        else:
+            self._unsaved[site_id] = [1, self._clock_s()]
         return findings
 
     def _raise(self, findings):
@@ -238,12 +228,14 @@ class LiveDetection:
                         finding.explanation_en)
 
     def checkpoint(self):
-        """Save the state of the sites fed since the last save."""
-        if self._dirty:
-            self.store.detection.save_checkpoints(split_checkpoint(self.engine, self._dirty))
-        self._dirty = set()
-        self._unsaved = 0
-        self._saved_at_s = self._clock_s()
+        """Save the state of every site fed since its last save."""
+        self._save(set(self._unsaved))
+
+    def _save(self, site_ids):
+        if site_ids:
+            self.store.detection.save_checkpoints(self.engine.site_checkpoints(site_ids))
+        for site_id in site_ids:
+            self._unsaved.pop(site_id, None)
 
     def close(self):
         if self.engine is not None:

@@ -3,7 +3,8 @@ the real ingest host in its own process, the simulated gateways over loopback, o
 backends. The figures must be consistent (every record sent stored exactly once, every batch
 ACKed, every alert seen); none is compared with a time, since tests never time anything."""
 
-from meterseal.host import bench_ingest
+from meterseal.host import bench_backtest, bench_ingest
+from meterseal.host.simulated_gateway import SITE
 from meterseal.host.storage import open_store
 from meterseal.protocol import uplink as wire
 
@@ -58,3 +59,12 @@ def test_the_whole_ingest_part_runs_and_reports(tmp_path):
     assert figures["without_detection"]["stored"] == 82
     assert any("detectors' cost in the ingest" in line for line in lines)
     assert not any("PostgreSQL" in line for line in lines)  # left out by the plan
+    # The detectors' share, as `meterseal bench` prints it under their cost: the load's sales
+    # replayed from the store with detection on (the forged records were not accepted).
+    replayed = bench_backtest.measure(figures["detection_store"], SITE, 0, 2**62)
+    assert replayed["records"] == 80 and replayed["findings"] == 0
+    assert "dispenser.selective" in replayed["detectors_cpu_s"]
+    shared = bench_backtest.detector_lines(replayed)
+    lines = bench_ingest.report(figures, shared)
+    cost = next(i for i, line in enumerate(lines) if "detectors' cost in the ingest" in line)
+    assert lines[cost + 1:cost + 1 + len(shared)] == shared

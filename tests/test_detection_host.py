@@ -302,6 +302,57 @@ def test_a_restart_resumes_from_the_checkpoint_and_catches_up_without_repeats(
         assert saved["sites"][SITE]["test.price"] == {"fired": 2}
 
 
+def test_each_site_is_saved_when_it_raised_an_alert_or_its_own_records_are_due(
+        registered, key, monkeypatch):
+    """Two sites: an alert saves its own site only, and a site is saved once it was fed
+    ``checkpoint_every_records`` records or ``checkpoint_every_s`` after its first unsaved one,
+    whatever the other sites do; close saves the rest."""
+    now_s = [0.0]
+    monkeypatch.setattr(ingest, "LiveDetection", functools.partial(
+        host_detection.LiveDetection, params=TEST_PARAMS, detectors=[PriceCheck],
+        checkpoint_every_records=3, checkpoint_every_s=60, clock_s=lambda: now_s[0]))
+    other_key = new_signer()
+    with open_store(registered) as store:
+        store.registry.add_site("SITE-2", "second site")
+        store.registry.add_gateway("GW-E", "SN-GW-E", "SITE-2")
+        store.registry.add_key("GW-E", other_key.public_key(), 0)
+        store.detection.set_price(SITE, 92, PRICE, 0, entered_by="li.wei")
+        store.detection.set_price("SITE-2", 92, PRICE, 0, entered_by="li.wei")
+    maker, other = RecordMaker(GW, key), RecordMaker("GW-E", other_key)
+
+    def saved_fed():
+        with open_store(registered) as reader:
+            return {site: saved["fed"] for site, saved in reader.detection.checkpoints().items()}
+
+    async def scenario():
+        server = ingest.IngestServer(open_store(registered), ingest.IngestConfig(port=0))
+        await server.start()
+        gateways = [RawGateway(GW, key), RawGateway("GW-E", other_key)]
+        try:
+            for gateway in gateways:
+                assert (await gateway.handshake(server.port))[0] == wire.ACK
+            first, second = gateways
+            assert (await second.upload([sale(other, PRICE)]))[0] == wire.ACK
+            assert (await first.upload([sale(maker, PRICE + 1)]))[0] == wire.ACK
+            assert saved_fed() == {SITE: {GW: 0}}  # the alert's site only
+            assert (await first.upload([sale(maker, PRICE), sale(maker, PRICE)]))[0] == wire.ACK
+            assert saved_fed() == {SITE: {GW: 0}}  # two unsaved records of SITE
+            assert (await second.upload([sale(other, PRICE), sale(other, PRICE)]))[0] == \
+                wire.ACK
+            assert saved_fed() == {SITE: {GW: 0}, "SITE-2": {"GW-E": 2}}  # its third record
+            now_s[0] = 60.0  # SITE's first unsaved record is a minute old
+            assert (await second.upload([sale(other, PRICE)]))[0] == wire.ACK
+            assert saved_fed() == {SITE: {GW: 2}, "SITE-2": {"GW-E": 2}}
+        finally:
+            for gateway in gateways:
+                await gateway.close()
+            await server.close()
+            server.store.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert saved_fed() == {SITE: {GW: 2}, "SITE-2": {"GW-E": 3}}
+
+
 def test_the_real_catalogue_raises_price_alerts_live(registered, key):
     """The packaged detectors and parameters, unchanged: a sale whose amount is not volume x
     price, and one whose unit price is not the announced one."""

@@ -9,6 +9,7 @@ from meterseal.fraud_rules import (Engine, Entry, ParamsError, StaticFacts, Work
                                    load_params)
 from meterseal.fraud_rules.engine import Detector
 from meterseal.hil.plain_records import Chain, event_body, nozzle, status_body
+from meterseal.host import detection as host_detection
 
 
 class CountingDetector(Detector):
@@ -76,6 +77,23 @@ def test_checkpoint_round_trip_resumes_exactly():
     got += [f for item in stream for f in resumed.feed(*item)]  # old ones are skipped
     assert got == expected and len(expected) == 2
     assert resumed.checkpoint() == json.loads(json.dumps(whole.checkpoint()))
+
+
+def test_site_checkpoints_hold_each_sites_state_and_its_gateways_seqs_only():
+    facts = StaticFacts({"GW-1": "SITE-A", "GW-2": "SITE-A", "GW-3": "SITE-B"})
+    engine = _engine(facts=facts)
+    chains = [Chain(gateway_id) for gateway_id in ("GW-1", "GW-2", "GW-3")]
+    for chain in chains * 2:
+        engine.feed(*chain.add("status", status_body()))
+    whole = engine.checkpoint()
+    by_site = engine.site_checkpoints({"SITE-B", "SITE-C"})
+    assert by_site["SITE-B"] == {**whole, "fed": {"GW-3": 1},
+                                 "sites": {"SITE-B": whole["sites"]["SITE-B"]}}
+    assert by_site["SITE-C"]["fed"] == {} and by_site["SITE-C"]["sites"] == {"SITE-C": {}}
+    # One per site, joined again as the host does on start: the whole checkpoint back.
+    saved = json.loads(json.dumps(engine.site_checkpoints({"SITE-A", "SITE-B"})))
+    joined = host_detection.join_checkpoints(saved)
+    assert _engine(joined, facts).checkpoint() == json.loads(json.dumps(whole))
 
 
 def test_refuses_a_checkpoint_of_another_format():
