@@ -223,9 +223,11 @@ class PriceComputing(Detector):
         findings = []
         over = difference > self.params["tolerance_minor"]
         under = difference < -self.params["tolerance_minor"]
-        seq, ref, at = entry.seq, entry.device_ref, utc_text(entry.wall_time_ms)
+        # The time as text only for a finding: strftime on every sale is most of a clean sale.
+        seq, ref = entry.seq, entry.device_ref
         if latched(nozzle["latch"], "amount", over or under, rearm):
             word_en, word_zh = ("overcharged", "多收") if over else ("undercharged", "少收")
+            at = utc_text(entry.wall_time_ms)
             findings.append(self.finding(
                 entry, rule=f"{self.name}.amount", severity="high" if over else "medium",
                 score=min(1.0, 0.5 + abs(difference) / max(expected, 1) * 10),
@@ -244,6 +246,7 @@ class PriceComputing(Detector):
         mismatch = announced is not None and announced != price
         if latched(nozzle["latch"], "announced", mismatch, rearm):
             off = (price - announced) / announced if announced else 1.0
+            at = utc_text(entry.wall_time_ms)
             findings.append(self.finding(
                 entry, rule=f"{self.name}.announced", severity="medium",
                 score=min(1.0, 0.4 + abs(off) * 10),
@@ -272,12 +275,12 @@ class FlowPhysics(Detector):
         max_lpm = registered or p["default_max_flow_lpm"]
         latches = state.setdefault(entry.device_ref or "?", {})
         rearm = p["rearm_after_clean_sales"]
-        seq, ref, at = entry.seq, entry.device_ref, utc_text(entry.wall_time_ms)
         source_en = "registered" if registered else "default"
         source_zh = "登记的" if registered else "默认的"
         findings = []
         too_short = volume > 0 and duration < p["min_duration_ms"]
         if latched(latches, "duration", too_short, rearm):
+            seq, ref, at = entry.seq, entry.device_ref, utc_text(entry.wall_time_ms)
             findings.append(self.finding(
                 entry, rule=f"{self.name}.duration", severity="medium", score=0.6,
                 en=(f"Sale seq {seq} on nozzle {ref} at {at}: {litres(volume)} in {duration} ms; "

@@ -327,10 +327,10 @@ class _ForecourtSite:
         flow_lpm = (nozzle.max_flow_lpm * TRIGGER_SHARE * nozzle.flow_factor
                     * (1 + rng.gauss(0.0, 0.01)))
         duration_ms = int((RAMP_UP_S / 2 + true_ml / 1000 / flow_lpm * 60) * 1000)
+        # What the display showed, as the gateway records it: a back office's rewrite of the final
+        # figure leaves the profile summing above the reported volume (firmware/drivers/dart.py).
         flow = _ramped_profile(duration_ms, flow_lpm / 60, indicated_ml,
                                lambda true: displayed(true * counted_per_true))
-        if reported_ml != indicated_ml:  # the back office rewrites the whole sale, evenly
-            flow = None
         optional = {}
         if preset_amount is not None:
             optional["preset_amount_minor"] = preset_amount

@@ -290,26 +290,26 @@ def _constant_market(own_net_g, sales=30):
 
 def test_step_gain_cusum_crosses_h_at_the_predicted_sale():
     # σ floored at the 2 % target, w = 1; allowance 0.5 × in-service MPE (5 g) = 2.5 g = 0.5 %:
-    # k = 0.25 + 0.5 = 0.75. 520 g: z = ln(1.04)/0.02 = 1.961, +1.211 a sale: h = 12 at the 10th.
+    # k = 0.25 + 0.5 = 0.75. 520 g: z = ln(1.04)/0.02 = 1.961, +1.211 a sale: h = 10 at the 9th.
     assert in_service_mpe_mg(500_000, 5000) == 5000
     per_sale = _constant_market(520)
-    assert [n for n, findings in enumerate(per_sale, 1) if findings] == [10]
-    (finding,) = per_sale[9]
+    assert [n for n, findings in enumerate(per_sale, 1) if findings] == [9]
+    (finding,) = per_sale[8]
     assert (finding.rule, finding.severity) == ("scale.step_gain", "high")
     observed = finding.parameters["observed"]
-    assert (observed["offset_mg"], observed["model"], observed["sales"]) == (20_000, "either", 10)
+    assert (observed["offset_mg"], observed["model"], observed["sales"]) == (20_000, "either", 9)
     assert ("expected (peer median) weight was 500 g and the observed 520 g"
             in finding.explanation_en)
     assert "about 20 g or +4.00 %" in finding.explanation_en
     assert "期望重量（同类秤中位数）为 500 g，实为 520 g" in finding.explanation_zh
-    assert len(finding.evidence_record_ids) == 10
+    assert len(finding.evidence_record_ids) == 9
 
 
 def test_step_gain_boundary_inside_the_reference_is_quiet():
     # 507.5 g: z = 0.744 < k = 0.75, the sums never grow; 510 g: z = 0.990, +0.240 a sale,
-    # crosses h = 12 at the 50th.
+    # crosses h = 10 at the 42nd.
     assert not any(_constant_market(507.5, sales=80))
-    assert [n for n, f in enumerate(_constant_market(510, sales=80), 1) if f] == [50]
+    assert [n for n, f in enumerate(_constant_market(510, sales=80), 1) if f] == [42]
 
 
 def test_step_gain_lighter_is_medium():

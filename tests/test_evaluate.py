@@ -146,7 +146,7 @@ def test_flow_profile_is_the_display_read_each_second_and_shows_a_threshold_boar
     assert max(abs(r - 1) for r in honest) < 0.02
 
 
-def test_backoffice_rewrite_cuts_the_sale_below_the_totalizer_movement():
+def test_backoffice_rewrite_cuts_the_sale_below_the_totalizer_movement_and_profile():
     fleet = Fleet(_scenario([{"kind": "backoffice_rewrite", "sizes": [10]}]))
     label, = fleet.labels
     cut = []
@@ -156,6 +156,8 @@ def test_backoffice_rewrite_cuts_the_sale_below_the_totalizer_movement():
             moved = body["totalizer_end_ml"] - body["totalizer_start_ml"]
             cut.append(body["volume_ml"] / moved)
             assert record["wall_time_ms"] >= label.start_ms
+            # The gateway's profile keeps what the display showed, as the firmware records it.
+            assert sum(body["flow_profile_ml"]) == moved
     assert cut and all(0.898 <= c <= 0.9 for c in cut)
 
 
