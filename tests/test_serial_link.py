@@ -8,7 +8,12 @@ import serial
 from meterseal.hil.serial_link import PtyPort, SerialPort, SharedLine
 
 
-def _read_until(reader, size, timeout=2.0):
+# Reads wait up to this long for bytes that should come: generous, because a loaded CI machine
+# can hold a pty's forwarding thread off for a second or more; data that comes ends the wait.
+PATIENCE_S = 10
+
+
+def _read_until(reader, size, timeout=PATIENCE_S):
     deadline = time.monotonic() + timeout
     data = b""
     while len(data) < size and time.monotonic() < deadline:
@@ -24,7 +29,7 @@ def pty():
 
 
 def test_pty_carries_bytes_both_ways_untranslated(pty):
-    client = serial.Serial(pty.path, 9600, timeout=1)
+    client = serial.Serial(pty.path, 9600, timeout=PATIENCE_S)
     # CR, LF, XON/XOFF and 0xFA must pass untouched: the pty is in raw mode.
     payload = bytes(range(256))
     client.write(payload)
@@ -36,7 +41,7 @@ def test_pty_carries_bytes_both_ways_untranslated(pty):
 
 def test_pty_survives_a_client_reconnecting(pty):
     for attempt in range(2):
-        client = serial.Serial(pty.path, 9600, timeout=1)
+        client = serial.Serial(pty.path, 9600, timeout=PATIENCE_S)
         client.write(b"attempt %d" % attempt)
         assert _read_until(lambda: pty.read(0.1), 9) == b"attempt %d" % attempt
         client.close()
@@ -47,8 +52,8 @@ def test_shared_line_broadcasts_to_every_other_party():
     line = SharedLine()
     try:
         pump = line.attach_local("pump")
-        controller = serial.Serial(line.attach_pty("controller"), 9600, timeout=1)
-        tap = serial.Serial(line.attach_pty("gateway-tap"), 9600, timeout=1)
+        controller = serial.Serial(line.attach_pty("controller"), 9600, timeout=PATIENCE_S)
+        tap = serial.Serial(line.attach_pty("gateway-tap"), 9600, timeout=PATIENCE_S)
         controller.write(b"\x50\x20\xfa")
         assert _read_until(lambda: pump.read(0.1), 3) == b"\x50\x20\xfa"
         assert tap.read(3) == b"\x50\x20\xfa"
@@ -67,7 +72,7 @@ def test_a_party_that_never_reads_does_not_stall_the_line():
     try:
         pump = line.attach_local("pump")
         line.attach_pty("unplugged")  # nobody ever opens this one
-        client = serial.Serial(line.attach_pty("client"), 9600, timeout=2)
+        client = serial.Serial(line.attach_pty("client"), 9600, timeout=PATIENCE_S)
         # Far more than a pty buffers; the reading client keeps pace, the unplugged one cannot.
         for i in range(300):
             chunk = bytes([i % 256]) * 1000
