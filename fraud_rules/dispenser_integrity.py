@@ -223,7 +223,8 @@ class PriceComputing(Detector):
         findings = []
         over = difference > self.params["tolerance_minor"]
         under = difference < -self.params["tolerance_minor"]
-        # The time as text only for a finding: strftime on every sale is most of a clean sale.
+        # The time as text only for a finding: strftime on every clean sale was a good part of
+        # this detector's cost.
         seq, ref = entry.seq, entry.device_ref
         if latched(nozzle["latch"], "amount", over or under, rearm):
             word_en, word_zh = ("overcharged", "多收") if over else ("undercharged", "少收")

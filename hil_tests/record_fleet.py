@@ -101,8 +101,8 @@ def load_scenario(path):
     for cheat in data.get("cheats", []):
         kinds = DISPENSER_CHEATS + SCALE_CHEATS
         if cheat.get("kind") not in kinds:
-            raise FleetScenarioError(f"{path}: cheat kind {cheat.get('kind')!r} is not one of "
-                             + ", ".join(kinds))
+            raise FleetScenarioError(f"{path}: cheat kind {cheat.get('kind')!r} is not one "
+                                     "of " + ", ".join(kinds))
         for schedule in cheat.get("schedules", ["always"]):
             try:
                 parse_schedule(schedule)
@@ -532,8 +532,8 @@ class Fleet:
                 self.sites.append(_MarketSite(self, site_id, market, cheat,
                                               random.Random(rng.random())))
         if (dispenser_cheats and not forecourt) or (scale_cheats and not market):
-            raise FleetScenarioError("cheats need a [forecourt] for dispensers and a [market] for "
-                             "scales")
+            raise FleetScenarioError("cheats need a [forecourt] for dispensers and a [market] "
+                                     "for scales")
         self.facts = self._facts()
         self.devices = self._devices()
 

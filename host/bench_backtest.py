@@ -23,7 +23,6 @@ import asyncio
 import gc
 import time
 from dataclasses import dataclass
-from hashlib import sha256
 from pathlib import Path
 
 from meterseal.fraud_rules import Engine, load_params
@@ -32,8 +31,8 @@ from meterseal.hil.record_fleet import DAY_MS, Fleet
 from meterseal.host import backtest, bench_ingest
 from meterseal.host.bench_ingest import BenchError
 from meterseal.host.detection import StoreFacts, replay_records
+from meterseal.host.simulated_gateway import RecordMaker
 from meterseal.host.storage import open_store
-from meterseal.protocol import cose, records
 
 _ENTERED_BY = "bench"
 
@@ -83,13 +82,10 @@ class Plan:
 
 def _signed(plain_records, key):
     """The envelopes a gateway holding ``key`` signs for these plain records, each chained to
-    the one before."""
-    kid, prev, envelopes = cose.kid_for(key.public_key()), bytes(32), []
-    for record in plain_records:
-        envelope = bytes(cose.sign1(records.encode({**record, "prev": prev}), key, kid))
-        prev = sha256(envelope).digest()
-        envelopes.append(envelope)
-    return envelopes
+    the one before (RecordMaker keeps the chain; every other field is the record's own)."""
+    maker = RecordMaker(plain_records[0]["gateway_id"], key)
+    return [maker.make(**{field: value for field, value in record.items() if field != "prev"})
+            for record in plain_records]
 
 
 def _register(store, fleet, site_id, gateway_id, key):
