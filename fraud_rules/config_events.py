@@ -94,8 +94,11 @@ class UnauthorisedChange(Detector):
             if value is None:
                 continue
             before = known.get(field)
+            if before is not None and before[0] == value:
+                before[1], before[2] = entry.record_id, entry.seq  # the last sale showing it
+                continue
             known[field] = [value, entry.record_id, entry.seq]
-            if before is None or before[0] == value:
+            if before is None:
                 continue
             if event_seq is not None and event_seq > before[2]:
                 continue  # an event between the two sales announced it (judged above)
@@ -143,9 +146,9 @@ class HeartbeatGap(Detector):
             for ref, total in status_refs(entry.body):
                 # A status may lag the sale recorded just before it: keep the higher value.
                 totals[ref] = max(total, totals.get(ref, total))
-        gateway.update(last_ms=entry.wall_time_ms if synchronised else None,
-                       last_rid=entry.record_id,
-                       last_seq=entry.seq, last_event=entry.event_type)
+        gateway["last_ms"] = entry.wall_time_ms if synchronised else None
+        gateway["last_rid"], gateway["last_seq"] = entry.record_id, entry.seq
+        gateway["last_event"] = entry.event_type
         return findings
 
     def _silence(self, entry, gateway, silence):

@@ -28,11 +28,6 @@ def latched(latches, key, bad, rearm_after):
     return False
 
 
-def nozzle_key(entry):
-    """State key of a nozzle: device refs are per gateway, a site may have several."""
-    return f"{entry.gateway_id}|{entry.device_ref}"
-
-
 def status_refs(body):
     """(device_ref, totalizer_ml) of a status record's totalizer entries."""
     return [(f"{t['dispenser_address']}/{t['nozzle']}", t["totalizer_ml"])
@@ -77,8 +72,9 @@ class TotalizerContinuity(Detector):
         return nozzle, False
 
     def _rebase(self, nozzle, entry, total, state, floor):
-        nozzle.update(total=total, floor=floor, rid=entry.record_id, seq=entry.seq, sold=0, pending=None,
-                      gaps=state["gaps"].get(entry.gateway_id, 0))
+        nozzle["total"], nozzle["floor"], nozzle["sold"], nozzle["pending"] = total, floor, 0, None
+        nozzle["rid"], nozzle["seq"] = entry.record_id, entry.seq
+        nozzle["gaps"] = state["gaps"].get(entry.gateway_id, 0)
 
     def _status(self, entry, state):
         tolerance = self.params["tolerance_ml"]
@@ -102,7 +98,7 @@ class TotalizerContinuity(Detector):
     def _sale(self, entry, state):
         totals = sale_totals(entry.body)
         volume = entry.body["volume_ml"]
-        key = nozzle_key(entry)
+        key = entry.device_key
         if totals is None:
             nozzle = state.get("nozzles", {}).get(key)
             if nozzle is not None:

@@ -28,32 +28,38 @@ REBASELINE_WORK = ("calibration", "parameter_change", "device_identity_changed")
 _BASELINE_FIELDS = ("baseline", "learning", "cusum", "run", "calm", "alerted")
 
 
+def _steady(ordered, interval_ms, band):
+    """Steady flow in L/min and the number of steady intervals of a sale's inner profile
+    intervals, sorted; (None, 0) when there is none."""
+    # Intervals with no flow (before the trigger, after the auto shut-off) are not flow.
+    first = bisect_right(ordered, 0)
+    n = len(ordered) - first
+    if interval_ms <= 0 or n <= 0:
+        return None, 0
+    middle = first + n // 2
+    centre = ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    low = bisect_left(ordered, centre * (1 - band), first)
+    high = bisect_right(ordered, centre * (1 + band), first)
+    if low >= high:
+        return None, 0
+    return sum(ordered[low:high]) / (high - low) * _MS_PER_MIN / interval_ms / 1000, high - low
+
+
 def steady_flow_lpm(body, band):
     """The sale's steady flow in L/min and the number of steady intervals, or (None, 0)."""
-    interval_ms = body.get("flow_interval_ms") or 0
-    ordered = sorted(body.get("flow_profile_ml", [])[1:-1])
-    # Intervals with no flow (before the trigger, after the auto shut-off) are not flow.
-    ordered = ordered[bisect_right(ordered, 0):]
-    if interval_ms <= 0 or not ordered:
-        return None, 0
-    centre = median(ordered)
-    steady = ordered[bisect_left(ordered, centre * (1 - band)):
-                     bisect_right(ordered, centre * (1 + band))]
-    if not steady:
-        return None, 0
-    return sum(steady) / len(steady) * _MS_PER_MIN / interval_ms / 1000, len(steady)
+    return _steady(sorted(body.get("flow_profile_ml", [])[1:-1]),
+                   body.get("flow_interval_ms") or 0, band)
 
 
 def tail_flow_lpm(body, split_ml, band):
     """Steady flow of the part of the sale after ``split_ml`` had been dispensed, or (None, 0)."""
     profile = body.get("flow_profile_ml", [])
-    # The first interval that starts with split_ml already dispensed.
+    # The first interval that starts with split_ml already dispensed; the tail keeps it, and
+    # like any sale's profile leaves out its last.
     start = bisect_left(list(accumulate(profile)), split_ml) + 1
     if start >= len(profile) - 1:
         return None, 0
-    # A leading 0 so that steady_flow_lpm's trimming of the first interval keeps the tail's.
-    return steady_flow_lpm({"flow_interval_ms": body.get("flow_interval_ms"),
-                            "flow_profile_ml": [0] + profile[start:]}, band)
+    return _steady(sorted(profile[start:-1]), body.get("flow_interval_ms") or 0, band)
 
 
 def _sale_seq_time(entry):
@@ -79,14 +85,25 @@ def _due(nozzle, counter, every):
 class _FlowDetector(Detector):
     kinds = ("fuel.sale",)
 
+    def __init__(self, params, facts):
+        super().__init__(params, facts)
+        # What selects and measures a sale: detectors with the same values share the result.
+        self._selection = (self.params["min_volume_ml"], self.params["steady_band"],
+                           self.params["min_steady_intervals"])
+
     def qualifying_flow(self, entry):
-        """The sale's steady flow when it is a full draw above the minimum volume."""
-        body = entry.body
-        if body.get("volume_ml", 0) < self.params["min_volume_ml"] or not entry.device_ref:
-            return None
-        flow, intervals = steady_flow_lpm(body, self.params["steady_band"])
-        if flow is None or intervals < self.params["min_steady_intervals"]:
-            return None
+        """The sale's steady flow when it is a full draw above the minimum volume, worked out
+        once for every flow detector that selects sales alike."""
+        shared = entry.shared
+        if self._selection in shared:
+            return shared[self._selection]
+        min_volume_ml, band, min_intervals = self._selection
+        flow = None
+        if entry.body.get("volume_ml", 0) >= min_volume_ml and entry.device_ref:
+            flow, intervals = steady_flow_lpm(entry.body, band)
+            if intervals < min_intervals:
+                flow = None
+        shared[self._selection] = flow
         return flow
 
     def measured(self, entry, state):
@@ -103,7 +120,7 @@ class _FlowDetector(Detector):
         """The site's nozzles and this one's state, keyed by gateway and device: DART addresses
         are per line, so two gateways of one site can both read a nozzle 80/1."""
         nozzles = state.setdefault("nozzles", {})
-        key = f"{entry.gateway_id}|{entry.device_ref}"
+        key = entry.device_key
         nozzle = nozzles.get(key)
         if nozzle is None:
             nozzle = nozzles[key] = {
@@ -111,15 +128,71 @@ class _FlowDetector(Detector):
                 "dispenser": f"{entry.gateway_id}|{entry.device['dispenser_address']}"}
         return key, nozzles, nozzle
 
-    @staticmethod
-    def peers(nozzles, key, nozzle):
-        """Other nozzles of the same grade at the site; failing those, the sibling nozzles of the
-        same dispenser."""
-        same_grade = [n for k, n in nozzles.items() if k != key and n["grade"] == nozzle["grade"]]
-        if same_grade:
-            return same_grade
-        return [n for k, n in nozzles.items()
-                if k != key and n["dispenser"] == nozzle["dispenser"]]
+
+class PeerValues:
+    """An index of the value each nozzle of a site publishes for its peers (its window's median
+    flow, its large-to-small flow ratio): by grade, sorted, so that a nozzle's comparison with its
+    peers is a bisect, not a pass over every nozzle of the site (with 128 nozzles of one grade,
+    that pass was most of the flow detectors' cost).
+
+    The index is always what the state holds: it is built from the state the first time a site is
+    asked about, and ``publish`` changes a value in the state and the index together. So it is
+    kept beside the state, not in it, and a restored checkpoint gives the same comparisons."""
+
+    def __init__(self, field, value_of):
+        self._field = field  # the nozzle state's field that holds what it publishes
+        self._value_of = value_of  # a nozzle's state -> its published value, or None
+        self._sites = {}  # site id -> {grade: (keys of its nozzles, their values sorted)}
+
+    def publish(self, site_id, nozzles, key, nozzle, value):
+        """Set the nozzle's published field to ``value``."""
+        grades = self._grades(site_id, nozzles)
+        members, values = grades.setdefault(nozzle["grade"], (set(), []))
+        members.add(key)
+        old = self._value_of(nozzle)
+        nozzle[self._field] = value
+        new = self._value_of(nozzle)
+        if old is not None:
+            at = bisect_left(values, old)
+            if at == len(values) or values[at] != old:  # out of step with the state: rebuild
+                self._sites[site_id] = self._by_grade(nozzles)
+                return
+            del values[at]
+        if new is not None:
+            insort(values, new)
+
+    def of_peers(self, site_id, nozzles, key, nozzle):
+        """The sorted values of the nozzle's peers, not to be changed: the other nozzles of its
+        grade at the site; when it has none, the sibling nozzles of its dispenser."""
+        members, values = self._grades(site_id, nozzles).get(nozzle["grade"], ((), []))
+        if len(members) - (key in members) == 0:
+            return sorted(value for value in map(self._value_of, (
+                n for k, n in nozzles.items() if k != key and n["dispenser"] == nozzle["dispenser"]))
+                if value is not None)
+        own = self._value_of(nozzle)
+        if own is None:
+            return values
+        peers = list(values)
+        del peers[bisect_left(peers, own)]
+        return peers
+
+    def _grades(self, site_id, nozzles):
+        grades = self._sites.get(site_id)
+        if grades is None:
+            grades = self._sites[site_id] = self._by_grade(nozzles)
+        return grades
+
+    def _by_grade(self, nozzles):
+        grades = {}
+        for key, nozzle in nozzles.items():
+            members, values = grades.setdefault(nozzle["grade"], (set(), []))
+            members.add(key)
+            value = self._value_of(nozzle)
+            if value is not None:
+                values.append(value)
+        for _, values in grades.values():
+            values.sort()
+        return grades
 
 
 class PulseScaling(_FlowDetector):
@@ -128,6 +201,10 @@ class PulseScaling(_FlowDetector):
 
     name = "dispenser.pulse_scaling"
     kinds = ("fuel.sale", "event")
+
+    def __init__(self, params, facts):
+        super().__init__(params, facts)
+        self._peers = PeerValues("median", lambda nozzle: nozzle.get("median"))
 
     def feed(self, entry, state):
         if entry.kind == "event":
@@ -140,7 +217,6 @@ class PulseScaling(_FlowDetector):
         p = self.params
         push_window(nozzle.setdefault("window", []), flow, p["peer_window_sales"])
         push_window(nozzle.setdefault("window_ids", []), row, p["peer_window_sales"])
-        nozzle["median"] = median(nozzle["window"])
         findings = []
         baseline = nozzle.get("baseline")
         if baseline is None:
@@ -205,11 +281,13 @@ class PulseScaling(_FlowDetector):
         window = nozzle["window"]
         if not _due(nozzle, "peer_due", p["peer_every"]) or len(window) < p["min_peer_sales"]:
             return []
-        own = nozzle["median"]
+        # Published for the peers' comparisons too: the median as of this comparison.
+        own = median(window)
+        self._peers.publish(entry.site_id, nozzles, key, nozzle, own)
+        peers = self._peers.of_peers(entry.site_id, nozzles, key, nozzle)
         # Peers of another class (an HGV nozzle beside a car nozzle) are no reference.
-        medians = [n["median"] for n in self.peers(nozzles, key, nozzle)
-                   if len(n.get("window", ())) >= p["min_peer_sales"]
-                   and abs(n["median"] / own - 1) <= p["peer_class_band"]]
+        band = p["peer_class_band"]
+        medians = peers[bisect_left(peers, own * (1 - band)):bisect_right(peers, own * (1 + band))]
         if not medians:
             return []
         expected = median(medians)
@@ -254,13 +332,17 @@ class SelectiveFlow(_FlowDetector):
 
     name = "dispenser.selective"
 
+    def __init__(self, params, facts):
+        super().__init__(params, facts)
+        self._peers = PeerValues("size_ratio",
+                                 lambda nozzle: (nozzle.get("size_ratio") or (None,))[0])
+
     def feed(self, entry, state):
         measured = self.measured(entry, state)
         if measured is None:
             return []
         flow, key, nozzles, nozzle, row = measured
         p = self.params
-        findings = []
         size = nozzle.get("size") or nozzle.setdefault(
             "size", {"small": {"rows": []}, "large": {"rows": []}})
         if entry.body["volume_ml"] < p["split_ml"]:
@@ -269,42 +351,47 @@ class SelectiveFlow(_FlowDetector):
             tail, intervals = tail_flow_lpm(entry.body, p["split_ml"], p["steady_band"])
             if tail is not None and intervals >= p["min_steady_intervals"]:
                 self._push(size["large"], tail, row)
-        nozzle["size_ratio"] = self._ratio(size["large"], [size["small"]])
-        if _due(nozzle, "peer_due", p["peer_every"]):
-            nozzle["peer_ratios"] = [n["size_ratio"][0] for n in self.peers(nozzles, key, nozzle)
-                                     if n.get("size_ratio")]
-        peer_ratios = nozzle.get("peer_ratios", ())
-        # Large draws flow faster than small ones at every nozzle (less of each is ramp-up), so
-        # the size split is judged only against peers that show how much faster.
-        if len(peer_ratios) >= p["min_peers"]:
-            findings.extend(self._check(entry, nozzle, "size_alerted", nozzle["size_ratio"],
-                                        median(peer_ratios), size["large"]["rows"],
-                                        self._size_text))
         block = local_hour(entry.wall_time_ms, p["utc_offset_hours"]) // p["hours_per_block"]
         blocks = nozzle.setdefault("hours", {})
-        inside = blocks.setdefault(str(block), {"rows": []})
+        block_key = str(block)
+        inside = blocks.get(block_key)
+        if inside is None:
+            inside = blocks[block_key] = {"rows": []}
         self._push(inside, flow, row)
-        rest = [w for key, w in blocks.items() if key != str(block)]
-        findings.extend(self._check(entry, nozzle, f"hours_alerted_{block}",
-                                    self._ratio(inside, rest), 0.0, inside["rows"],
-                                    lambda: self._hours_text(block)))
+        if not _due(nozzle, "check_due", p["check_every"]):
+            return []
+        findings = []
+        self._peers.publish(entry.site_id, nozzles, key, nozzle,
+                            self._ratio(size["large"], [size["small"]]))
+        # Large draws flow faster than small ones at every nozzle (less of each is ramp-up), so
+        # the size split is judged only against peers that show how much faster.
+        ratios = self._peers.of_peers(entry.site_id, nozzles, key, nozzle)
+        if len(ratios) >= p["min_peers"]:
+            findings += self._check(entry, nozzle, "size_alerted", nozzle["size_ratio"],
+                                    median(ratios), size["large"]["rows"], self._size_text)
+        rest = [w for other, w in blocks.items() if other != block_key]
+        findings += self._check(entry, nozzle, f"hours_alerted_{block}", self._ratio(inside, rest),
+                                0.0, inside["rows"], lambda: self._hours_text(block))
         return findings
 
     def _push(self, window, flow, row):
-        """Add a sale to a window and refresh its summary [n, median, relative standard error
-        of the median (1.2533 sigma / sqrt(n))]. The window keeps its flows sorted too, so
-        neither this nor a check ever re-sorts a window."""
+        """Add a sale to a window, which keeps its flows sorted too, so that no check re-sorts a
+        window."""
         rows, ordered = window["rows"], window.setdefault("sorted", [])
         rows.append([flow] + row)
         insort(ordered, flow)
         if len(rows) > self.params["window_sales"]:
             del ordered[bisect_left(ordered, rows.pop(0)[0])]
+
+    def _summary(self, window):
+        """[n, median, relative standard error of the median (1.2533 sigma / sqrt(n))]."""
+        ordered = window["sorted"]
         n = len(ordered)
         centre = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
         # Robust sigma from the interquartile range (IQR / 1.349).
         sigma = max((ordered[(3 * n) // 4] - ordered[n // 4]) / 1.349 / centre,
                     self.params["min_sigma"])
-        window["summary"] = [n, centre, 1.2533 * sigma / n ** 0.5]
+        return n, centre, 1.2533 * sigma / n ** 0.5
 
     def _ratio(self, inside, others):
         """[relative excess of inside over the others, its standard error, inside median, others'
@@ -313,13 +400,13 @@ class SelectiveFlow(_FlowDetector):
         least = self.params["min_sales_per_side"]
         if len(inside["rows"]) < least:
             return None
-        parts = [w["summary"] for w in others if len(w["rows"]) >= least]
+        parts = [self._summary(w) for w in others if len(w["rows"]) >= least]
         if not parts:
             return None
         total = sum(n for n, _, _ in parts)
         m_out = sum(n * m for n, m, _ in parts) / total
         se_out = sum((n * m / total / m_out * se) ** 2 for n, m, se in parts) ** 0.5
-        _, m_in, se_in = inside["summary"]
+        _, m_in, se_in = self._summary(inside)
         return [m_in / m_out - 1, (se_in ** 2 + se_out ** 2) ** 0.5, m_in, m_out]
 
     def _check(self, entry, nozzle, flag, ratio, reference, rows, split):

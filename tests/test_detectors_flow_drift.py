@@ -10,7 +10,9 @@ import pytest
 
 from meterseal.fraud_rules.engine import Engine
 from meterseal.fraud_rules.facts import StaticFacts, WorkOrder
-from meterseal.fraud_rules.flow_drift import PulseScaling, SelectiveFlow, steady_flow_lpm
+from meterseal.fraud_rules import flow_drift
+from meterseal.fraud_rules.flow_drift import (PeerValues, PulseScaling, SelectiveFlow,
+                                              steady_flow_lpm)
 from meterseal.fraud_rules.params import load_params
 from meterseal.hil.plain_records import Chain, event_body, nozzle, sale_body
 
@@ -286,3 +288,47 @@ def test_sigma_of_one_sale_is_as_documented():
     mean = sum(flows) / len(flows)
     sigma = math.sqrt(sum((f - mean) ** 2 for f in flows) / (len(flows) - 1)) / mean
     assert 0.002 < sigma < 0.006
+
+
+def test_peer_index_stays_what_the_state_holds():
+    """PeerValues.publish keeps the index equal to one built afresh from the state, and a
+    nozzle's peers are the others of its grade, else its dispenser's siblings."""
+    index = PeerValues("median", lambda n: n.get("median"))
+    nozzles = {f"G|{a}/1": {"grade": 92, "dispenser": f"G|{a}"} for a in (80, 81, 82, 83)}
+    nozzles["G|80/2"] = {"grade": 95, "dispenser": "G|80"}
+    rng = random.Random(7)
+    for _ in range(200):
+        key = rng.choice(sorted(nozzles))
+        index.publish("S", nozzles, key, nozzles[key], round(rng.uniform(30, 40), 3))
+        fresh = PeerValues("median", lambda n: n.get("median"))
+        for key, nozzle in nozzles.items():
+            others = sorted(n["median"] for k, n in nozzles.items() if k != key and "median" in n
+                            and n["grade"] == nozzle["grade"])
+            assert index.of_peers("S", nozzles, key, nozzle) == fresh.of_peers(
+                "S", nozzles, key, nozzle)
+            if nozzle["grade"] == 92:
+                assert index.of_peers("S", nozzles, key, nozzle) == others
+    # The only grade-95 nozzle is compared with its dispenser's sibling, 80/1.
+    assert index.of_peers("S", nozzles, "G|80/2", nozzles["G|80/2"]) == [
+        nozzles["G|80/1"]["median"]]
+    # A value changed behind the index's back is noticed at the next publish: rebuilt.
+    nozzles["G|81/1"]["median"] = 99.0
+    index.publish("S", nozzles, "G|81/1", nozzles["G|81/1"], 35.5)
+    assert 35.5 in index.of_peers("S", nozzles, "G|80/1", nozzles["G|80/1"])
+    assert 99.0 not in index.of_peers("S", nozzles, "G|80/1", nozzles["G|80/1"])
+
+
+def test_a_sale_is_measured_once_for_both_flow_detectors(monkeypatch):
+    measured = []
+
+    def counting(body, band):
+        measured.append(body["volume_ml"])
+        return steady_flow_lpm(body, band)
+
+    monkeypatch.setattr(flow_drift, "steady_flow_lpm", counting)
+    records = forecourt(seed=3, days=1, sales_per_day=10)
+    engine = Engine(load_params(), StaticFacts(), detectors=[PulseScaling, SelectiveFlow])
+    for record_id, record in records:
+        engine.feed(record_id, record)
+    qualifying = [r["body"]["volume_ml"] for _, r in records if r["body"]["volume_ml"] >= 10000]
+    assert measured == qualifying
