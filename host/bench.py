@@ -144,7 +144,8 @@ def _ingest_part(args, workdir):
     plan = bench_ingest.Plan(gateways=args.ingest_gateways,
                              records_per_gateway=args.ingest_records,
                              connections=args.connections, alert_trials=args.alert_trials,
-                             rounds=args.rounds, postgres=not args.no_postgres)
+                             rounds=args.rounds, detection_rounds=args.detection_rounds,
+                             postgres=not args.no_postgres)
     figures = bench_ingest.run(plan, workdir, lambda line: print(line, flush=True))
     print("replaying the SQLite store's records through the detectors alone ...", flush=True)
     replayed = bench_backtest.measure(figures["detection_store"], SITE, 0, _ALL_TIME_MS)
@@ -241,7 +242,9 @@ def add_parser(sub):
             ("--ingest-gateways", ingest.gateways, "gateways uploading at once for the ingest rate"),
             ("--ingest-records", ingest.records_per_gateway, "fuel sales per uploading gateway"),
             ("--connections", ingest.connections, "gateways held connected to one host"),
-            ("--alert-trials", ingest.alert_trials, "forged records timed until their alert shows")):
+            ("--alert-trials", ingest.alert_trials, "forged records timed until their alert shows"),
+            ("--detection-rounds", ingest.detection_rounds,
+             "uploads with the detectors off and with them on, alternating")):
         parser.add_argument(option, type=int, default=default, help=f"{help_text} (default {default})")
     parser.add_argument("--no-postgres", action="store_true",
                         help="leave out the PostgreSQL ingest figures")

@@ -3,13 +3,15 @@ the real ingest host in its own process, the simulated gateways over loopback, o
 backends. The figures must be consistent (every record sent stored exactly once, every batch
 ACKed, every alert seen); none is compared with a time, since tests never time anything."""
 
+import pytest
+
 from meterseal.host import bench_backtest, bench_ingest
 from meterseal.host.simulated_gateway import SITE
 from meterseal.host.storage import open_store
 from meterseal.protocol import uplink as wire
 
 TINY = bench_ingest.Plan(gateways=2, records_per_gateway=40, batch_records=8, connections=6,
-                         alert_trials=2, rounds=1, postgres=False)
+                         alert_trials=2, rounds=1, detection_rounds=2, postgres=False)
 
 
 def test_the_load_is_chained_and_batched_as_a_gateway_batches():
@@ -47,7 +49,7 @@ def test_every_record_sent_is_stored_once_and_every_forgery_raises_its_alert(sto
 def test_the_whole_ingest_part_runs_and_reports(tmp_path):
     said = []
     figures = bench_ingest.run(TINY, tmp_path, said.append)
-    assert len(said) == 5  # a line before each long step
+    assert len(said) == 3 + TINY.detection_rounds  # a line before each long step
     sqlite = figures["backends"]["SQLite"]
     assert sqlite["stored"] == sqlite["sent"] == 82
     held = figures["connections"]
@@ -56,8 +58,15 @@ def test_the_whole_ingest_part_runs_and_reports(tmp_path):
     assert any(line.strip().startswith("SQLite: verified and stored") and "ratio" in line
                for line in lines)
     assert any("6 connections" in line for line in lines)
-    assert figures["without_detection"]["stored"] == 82
-    assert any("detectors' cost in the ingest" in line for line in lines)
+    # Each round uploads the load twice, without and with the detectors, and stores it whole;
+    # the host with them logged their own CPU on close.
+    assert len(figures["detection_rounds"]) == TINY.detection_rounds
+    for bare, detecting in figures["detection_rounds"]:
+        assert bare["stored"] == detecting["stored"] == 82
+        assert detecting["detection_us"] > 0
+    assert any("detectors' cost in the ingest" in line and f"median of {TINY.detection_rounds}"
+               in line for line in lines)
+    assert any("the detectors timed inside the host" in line for line in lines)
     assert not any("PostgreSQL" in line for line in lines)  # left out by the plan
     # The detectors' share, as `meterseal bench` prints it under their cost: the load's sales
     # replayed from the store with detection on (the forged records were not accepted).
@@ -66,5 +75,16 @@ def test_the_whole_ingest_part_runs_and_reports(tmp_path):
     assert "dispenser.selective" in replayed["detectors_cpu_s"]
     shared = bench_backtest.detector_lines(replayed)
     lines = bench_ingest.report(figures, shared)
-    cost = next(i for i, line in enumerate(lines) if "detectors' cost in the ingest" in line)
-    assert lines[cost + 1:cost + 1 + len(shared)] == shared
+    inside = next(i for i, line in enumerate(lines) if "timed inside the host" in line)
+    assert "detectors' cost in the ingest" in lines[inside - 2]
+    assert lines[inside + 1:inside + 1 + len(shared)] == shared
+
+
+def test_a_host_log_without_the_detectors_cost_is_a_clear_error(tmp_path):
+    log = tmp_path / "host.log"
+    log.write_text("INFO meterseal.detection: detection: evaluated 80 records live with 0.004 s "
+                   "of CPU, 52.5 us a record\nINFO meterseal.ingest: stopped\n")
+    assert bench_ingest.logged_detection_us(log) == 52.5
+    log.write_text("INFO meterseal.ingest: stopped\n")
+    with pytest.raises(bench_ingest.BenchError, match="did not log its detectors' cost"):
+        bench_ingest.logged_detection_us(log)
