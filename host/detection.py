@@ -162,6 +162,10 @@ class LiveDetection:
         self._clock_s = clock_s
         self.engine = None
         self._unsaved = {}  # site id -> [records fed since its last save, clock_s of the first]
+        # Sites gone quiet are looked for this often, not at every batch: a host serves
+        # thousands of sites, and a batch concerns one.
+        self._sweep_every_s = checkpoint_every_s / 60
+        self._next_sweep_s = None
         # What the live batches cost: the ingest reports it on close, the bench reads it.
         self.records_evaluated = 0
         self.cpu_s = 0.0
@@ -201,12 +205,21 @@ class LiveDetection:
         self._raise(findings)
         now = self._clock_s()
         due = {finding.site_id for finding in findings}
-        due.update(site_id for site_id, (count, since_s) in self._unsaved.items()
-                   if count >= self._every_records or now - since_s >= self._every_s)
+        if self._next_sweep_s is None or now >= self._next_sweep_s:
+            self._next_sweep_s = now + self._sweep_every_s
+            candidates = self._unsaved
+        else:
+            candidates = {self.engine.site_of(gateway_id)
+                          for gateway_id in {record["gateway_id"] for _, _, record in fresh}}
+        due.update(site_id for site_id in candidates if self._due(site_id, now))
         if due:
             self._save(due)
         self.records_evaluated += len(fresh)
         self.cpu_s += time.thread_time() - started_cpu_s
+
+    def _due(self, site_id, now):
+        count, since_s = self._unsaved.get(site_id, (0, now))
+        return count >= self._every_records or now - since_s >= self._every_s
 
     def _feed(self, record_id, record):
         try:
