@@ -65,7 +65,8 @@ class Detector(ABC):
 
     ``feed(entry, state)`` gets this detector's state for the entry's site, a dict it updates in
     place and that must stay JSON-able (string keys, numbers, strings, lists, dicts), and returns
-    a list of Findings."""
+    a list of Findings. ``self.fleet`` is a JSON-able dict of its own shared by every site (peers
+    across sites), which the engine checkpoints beside the sites' state."""
 
     name = ""
     kinds = ()
@@ -73,6 +74,7 @@ class Detector(ABC):
     def __init__(self, params, facts):
         self.params = params.section(self.name)
         self.params_version = params.version
+        self.fleet = {}
         self.facts = facts
 
     @property
@@ -120,6 +122,9 @@ class Engine:
         self.fed = dict(state.get("fed", {}))
         self.sites = state.get("sites", {})
         self.records_fed = state.get("records_fed", 0)
+        self.fleet = state.get("fleet", {})
+        for detector in self.detectors:
+            detector.fleet = self.fleet.setdefault(detector.name, {})
 
     def site_of(self, gateway_id):
         site = self._sites.get(gateway_id)
@@ -157,7 +162,14 @@ class Engine:
     def checkpoint(self):
         """Everything needed to resume, as JSON-able data."""
         return {"format": CHECKPOINT_FORMAT, "params_version": self.params.version,
-                "fed": dict(self.fed), "records_fed": self.records_fed, "sites": self.sites}
+                "fed": dict(self.fed), "records_fed": self.records_fed, "sites": self.sites,
+                "fleet": self.fleet}
+
+    def fleet_checkpoint(self):
+        """The state shared by every site, as a checkpoint of no site (the live dict, like
+        site_checkpoints'), so a host can save it on its own schedule."""
+        return {"format": CHECKPOINT_FORMAT, "params_version": self.params.version, "fed": {},
+                "records_fed": self.records_fed, "sites": {}, "fleet": self.fleet}
 
     def site_checkpoints(self, site_ids):
         """{site_id: checkpoint} for ``site_ids`` only: each as checkpoint() is, holding that

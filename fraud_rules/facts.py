@@ -67,16 +67,24 @@ class Facts:
         """The authorised WorkOrder that covers this work, else None."""
         return None
 
+    def device_model(self, gateway_id, device_ref):
+        """The registered model of a gateway's device (a dispenser "80"): devices of one model at
+        other sites are its peers across sites."""
+        return None
+
 
 class StaticFacts(Facts):
-    def __init__(self, sites=None, prices=(), tanks=None, max_flows=None, work_orders=()):
+    def __init__(self, sites=None, prices=(), tanks=None, max_flows=None, work_orders=(),
+                 models=None):
         """``sites`` {gateway_id: site_id}; ``prices`` [(site_id, grade, price, from_ms)];
-        ``tanks`` {(site_id, grade): tank}; ``max_flows`` {(site_id, device_ref): lpm}."""
+        ``tanks`` {(site_id, grade): tank}; ``max_flows`` {(site_id, device_ref): lpm};
+        ``models`` {(gateway_id, device_ref): model}."""
         self.sites = dict(sites or {})
         self.prices = sorted(prices, key=lambda p: p[3])
         self.tanks = dict(tanks or {})
         self.max_flows = dict(max_flows or {})
         self.work_orders = list(work_orders)
+        self.models = dict(models or {})
 
     def site_of(self, gateway_id):
         return self.sites.get(gateway_id)
@@ -99,3 +107,6 @@ class StaticFacts(Facts):
             if order.covers(site_id, gateway_id, device_ref, work, at_ms):
                 return order
         return None
+
+    def device_model(self, gateway_id, device_ref):
+        return self.models.get((gateway_id, device_ref))

@@ -129,6 +129,30 @@ class _FlowDetector(Detector):
         return key, nozzles, nozzle
 
 
+def _replace_sorted(values, old, new):
+    """Replace ``old`` by ``new`` in the sorted list ``values`` (None for either: only add, only
+    remove). False, and nothing changed, when ``old`` is not there: the list is out of step with
+    what it indexes."""
+    if old is not None:
+        at = bisect_left(values, old)
+        if at == len(values) or values[at] != old:
+            return False
+        del values[at]
+    if new is not None:
+        insort(values, new)
+    return True
+
+
+def _without(values, own):
+    """The sorted ``values`` without one ``own`` (a copy); all of them when ``own`` is None (not
+    a copy: not to be changed)."""
+    if own is None:
+        return values
+    others = list(values)
+    del others[bisect_left(others, own)]
+    return others
+
+
 class PeerValues:
     """An index of the value each nozzle of a site publishes for its peers (its window's median
     flow, its large-to-small flow ratio): by grade, sorted, so that a nozzle's comparison with its
@@ -151,15 +175,8 @@ class PeerValues:
         members.add(key)
         old = self._value_of(nozzle)
         nozzle[self._field] = value
-        new = self._value_of(nozzle)
-        if old is not None:
-            at = bisect_left(values, old)
-            if at == len(values) or values[at] != old:  # out of step with the state: rebuild
-                self._sites[site_id] = self._by_grade(nozzles)
-                return
-            del values[at]
-        if new is not None:
-            insort(values, new)
+        if not _replace_sorted(values, old, self._value_of(nozzle)):
+            self._sites[site_id] = self._by_grade(nozzles)  # out of step with the state
 
     def of_peers(self, site_id, nozzles, key, nozzle):
         """The sorted values of the nozzle's peers, not to be changed: the other nozzles of its
@@ -169,12 +186,7 @@ class PeerValues:
             return sorted(value for value in map(self._value_of, (
                 n for k, n in nozzles.items() if k != key and n["dispenser"] == nozzle["dispenser"]))
                 if value is not None)
-        own = self._value_of(nozzle)
-        if own is None:
-            return values
-        peers = list(values)
-        del peers[bisect_left(peers, own)]
-        return peers
+        return _without(values, self._value_of(nozzle))
 
     def _grades(self, site_id, nozzles):
         grades = self._sites.get(site_id)
@@ -195,6 +207,35 @@ class PeerValues:
         return grades
 
 
+class ModelMedians:
+    """Peers across sites: per dispenser model (the registry's), the median steady flow of each
+    site's nozzles of that model, kept in a detector's fleet state ({"models": {model: {site:
+    median}}}) and indexed sorted beside it, so that a site is compared with every other site of
+    the model by a bisect. One value per site and model keeps the state small enough to save."""
+
+    def __init__(self):
+        self._sorted = {}  # model -> the sites' medians, sorted
+
+    def publish(self, fleet, model, site_id, value):
+        by_site = fleet.setdefault("models", {}).setdefault(model, {})
+        values = self._values(model, by_site)
+        old = by_site.get(site_id)
+        by_site[site_id] = value
+        if not _replace_sorted(values, old, value):
+            self._sorted[model] = sorted(by_site.values())  # out of step with the state
+
+    def others(self, fleet, model, site_id):
+        """The other sites' medians for ``model``, sorted; not to be changed."""
+        by_site = fleet.get("models", {}).get(model, {})
+        return _without(self._values(model, by_site), by_site.get(site_id))
+
+    def _values(self, model, by_site):
+        values = self._sorted.get(model)
+        if values is None:
+            values = self._sorted[model] = sorted(by_site.values())
+        return values
+
+
 class PulseScaling(_FlowDetector):
     """A nozzle's steady flow drifting up from its own baseline (one-sided CUSUM) or standing
     above its peers' (rolling medians)."""
@@ -205,6 +246,7 @@ class PulseScaling(_FlowDetector):
     def __init__(self, params, facts):
         super().__init__(params, facts)
         self._peers = PeerValues("median", lambda nozzle: nozzle.get("median"))
+        self._models = ModelMedians()
 
     def feed(self, entry, state):
         if entry.kind == "event":
@@ -228,7 +270,7 @@ class PulseScaling(_FlowDetector):
                 del nozzle["learning"]
         else:
             findings.extend(self._cusum_step(entry, nozzle, flow, row))
-        findings.extend(self._peer_check(entry, key, nozzles, nozzle))
+        findings.extend(self._peer_check(entry, state, key, nozzles, nozzle))
         return findings
 
     def _after_work(self, entry, state):
@@ -276,7 +318,7 @@ class PulseScaling(_FlowDetector):
         return [self._finding(entry, "baseline", centre, centre * (1 + mean_excess),
                               mean_excess, rows)]
 
-    def _peer_check(self, entry, key, nozzles, nozzle):
+    def _peer_check(self, entry, state, key, nozzles, nozzle):
         p = self.params
         window = nozzle["window"]
         if not _due(nozzle, "peer_due", p["peer_every"]) or len(window) < p["min_peer_sales"]:
@@ -284,6 +326,11 @@ class PulseScaling(_FlowDetector):
         # Published for the peers' comparisons too: the median as of this comparison.
         own = median(window)
         self._peers.publish(entry.site_id, nozzles, key, nozzle, own)
+        return (self._site_peers(entry, key, nozzles, nozzle, own)
+                + self._model_peers(entry, state, nozzles, nozzle))
+
+    def _site_peers(self, entry, key, nozzles, nozzle, own):
+        p = self.params
         peers = self._peers.of_peers(entry.site_id, nozzles, key, nozzle)
         # Peers of another class (an HGV nozzle beside a car nozzle) are no reference.
         band = p["peer_class_band"]
@@ -301,6 +348,52 @@ class PulseScaling(_FlowDetector):
         nozzle["peer_alerted"] = True
         return [self._finding(entry, "peers", expected, own, excess, nozzle["window_ids"],
                               peers=len(medians))]
+
+    def _model_peers(self, entry, state, nozzles, nozzle):
+        """The site's nozzles of this dispenser model (their median of window medians) against
+        the same model at other sites: the reference when every nozzle of a grade at the site
+        is scaled alike (a board on the dispenser bus), or a cheat was there from the first
+        record, where neither the nozzle's baseline nor its site's peers can see it."""
+        p = self.params
+        model = self.facts.device_model(entry.gateway_id, str(entry.device["dispenser_address"]))
+        if model is None:
+            return []
+        nozzle["model"] = model
+        medians = [n["median"] for n in nozzles.values()
+                   if n.get("model") == model and "median" in n]
+        here = median(medians)
+        self._models.publish(self.fleet, model, entry.site_id, here)
+        others = self._models.others(self.fleet, model, entry.site_id)
+        if len(others) < p["min_model_sites"]:
+            return []
+        expected = median(others)
+        excess = here / expected - 1
+        alerted = state.setdefault("models_alerted", {})
+        if alerted.get(model):
+            if excess < p["model_tolerance"] / 2:
+                alerted[model] = False  # re-armed once back well inside the tolerance
+            return []
+        if excess <= p["model_tolerance"]:
+            return []
+        alerted[model] = True
+        seqs, times = _evidence_text(nozzle["window_ids"])
+        en = (f"Site {entry.site_id}: its {len(medians)} nozzle(s) of dispenser model {model} "
+              f"show a median steady flow of {here:.2f} L/min against {expected:.2f} L/min, the "
+              f"median of {len(others)} other site(s) with that model: {percent(excess)}. The "
+              f"site's dispensers of this model report more volume than they deliver (scaling "
+              f"on every nozzle, or since the first record). Latest: nozzle {entry.device_ref}, "
+              f"sales seq {seqs}, {times}.")
+        zh = (f"站点 {entry.site_id}：该站 {len(medians)} 支 {model} 型加油机油枪的稳定流量中位数为 "
+              f"{here:.2f} L/min，而其他 {len(others)} 个站点同型号的中位数为 {expected:.2f} L/min，"
+              f"偏高 {percent(excess)}：该站此型号加油机显示的体积多于实际发出的体积（所有油枪同时"
+              f"被放大，或自第一条记录起即被放大）。最近：油枪 {entry.device_ref}，交易序号 {seqs}，"
+              f"{times}。")
+        observed = {"reference": "model", "model": model, "expected_lpm": round(expected, 3),
+                    "observed_lpm": round(here, 3), "excess": round(excess, 5),
+                    "site_nozzles": len(medians), "other_sites": len(others)}
+        return [self.finding(entry, severity="high",
+                             score=excess / p["full_score_excess"], en=en, zh=zh,
+                             observed=observed, evidence=[r[0] for r in nozzle["window_ids"]])]
 
     def _finding(self, entry, reference, expected, observed, excess, rows, peers=0):
         seqs, times = _evidence_text(rows)

@@ -55,6 +55,9 @@ SCALE_CHEATS = ("remote_offset_g", "remote_offset_percent", "step_gain", "tare_a
 K_FACTOR = 100000          # pulses per kL, the sealed value the gateway divides by
 DISPLAY_STEP_ML = 10       # the pump displays centilitres
 TRIGGER_SHARE = 0.92       # a customer's squeeze gives about 92 % of the nozzle's Qmax
+# Every forecourt's dispensers are one model (the scenario gives one nozzle spec for all), so
+# they are each other's peers across sites (dispenser.pulse_scaling's model check).
+DISPENSER_MODEL = "fleet dispenser"
 RAMP_UP_S = 2.0
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -546,17 +549,19 @@ class Fleet:
         return _Cheat(label, self.utc_offset_h)
 
     def _facts(self):
-        sites, prices, tanks, max_flows = {}, [], {}, {}
+        sites, prices, tanks, max_flows, models = {}, [], {}, {}, {}
         for site in self.sites:
-            sites[site.gateway.chain.gateway_id] = site.site_id
+            gateway_id = site.gateway.chain.gateway_id
+            sites[gateway_id] = site.site_id
             if isinstance(site, _ForecourtSite):
                 for nozzle in site.nozzles():
                     prices.append((site.site_id, nozzle.grade, nozzle.price, 0))
                     tanks[(site.site_id, nozzle.grade)] = nozzle.tank
                     max_flows[(site.site_id, f"{nozzle.address}/{nozzle.number}")] = \
                         nozzle.max_flow_lpm
+                    models[(gateway_id, str(nozzle.address))] = DISPENSER_MODEL
         return StaticFacts(sites=sites, prices=sorted(set(prices)), tanks=tanks,
-                           max_flows=max_flows)
+                           max_flows=max_flows, models=models)
 
     def _devices(self):
         """(site_id, device_ref) -> kind, for every device a finding may name."""

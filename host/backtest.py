@@ -14,9 +14,10 @@ import time
 from datetime import datetime, timezone
 
 from meterseal.fraud_rules import Engine, ParamsError, load_params
+from meterseal.fraud_rules.engine import CHECKPOINT_FORMAT
 from meterseal.fraud_rules.finding import utc_text
 from meterseal.host import cli_store
-from meterseal.host.detection import StoreFacts, replay_records
+from meterseal.host.detection import FLEET_ROW, StoreFacts, replay_records
 
 # Records between two progress lines on stderr.
 PROGRESS_EVERY = 50_000
@@ -48,8 +49,13 @@ def backtest(store, site_id, from_ms, to_ms, params, detectors=None, progress=No
         raise BacktestError("--to must be after --from")
     facts = StoreFacts(store)
     facts.refresh()
+    # The other sites, as the live detectors last saved what they share (peers across sites):
+    # a backtest replays one site, and would otherwise have no other site to compare it with.
+    shared = store.detection.checkpoint(FLEET_ROW) or {}
+    fleet = shared.get("fleet", {}) if shared.get("format") == CHECKPOINT_FORMAT else {}
     try:
-        engine = Engine(params, facts, detectors=detectors)
+        engine = Engine(params, facts, {"format": CHECKPOINT_FORMAT, "fleet": fleet},
+                        detectors=detectors)
     except ParamsError as exc:
         raise BacktestError(str(exc)) from None
     gateways = {gateway.gateway_id: None for gateway in store.registry.gateways(site_id)}

@@ -35,17 +35,24 @@ log = logging.getLogger("meterseal.detection")
 # host taking 50 records a second) before its first batch.
 CHECKPOINT_EVERY_RECORDS = 20000
 CHECKPOINT_EVERY_S = 3600.0
+# How long the registry's device models (peers across sites) are taken as read.
+DEVICES_REREAD_S = 60.0
+# The detector_checkpoints row of the state every site shares (Engine.fleet_checkpoint); no
+# site is named so: site ids are an officer's names, this is not one.
+FLEET_ROW = "*"
 
 
 class StoreFacts(Facts):
     """fraud_rules.facts.Facts from the store. Answers are cached per site; ``refresh()`` drops
     the cache when the facts revision moved (an officer's change, through any connection)."""
 
-    def __init__(self, store):
+    def __init__(self, store, clock_s=time.monotonic):
         self._store = store
+        self._clock_s = clock_s
         self._revision = None
         self._gateway_sites = {}
         self._by_site = {}
+        self._models = {}  # gateway id -> ({device_ref: model}, clock_s when read)
 
     def refresh(self):
         revision = self._store.detection.facts_revision()
@@ -99,6 +106,17 @@ class StoreFacts(Facts):
                 return order
         return None
 
+    def device_model(self, gateway_id, device_ref):
+        # From the registry, which does not move the facts revision: a gateway's devices are
+        # read again after DEVICES_REREAD_S, so a device registered meanwhile counts from then.
+        models, read_s = self._models.get(gateway_id, (None, None))
+        now = self._clock_s()
+        if models is None or now - read_s >= DEVICES_REREAD_S:
+            models = {device.device_ref: device.model
+                      for device in self._store.registry.devices(gateway_id)}
+            self._models[gateway_id] = (models, now)
+        return models.get(device_ref)
+
 
 def plain_record(stored):
     """The plain form of a stored, accepted record (its signature was checked at ingest)."""
@@ -134,12 +152,15 @@ def join_checkpoints(by_site):
     """One engine checkpoint from per-site ones. A site saved in another format keeps the seqs
     its gateways were fed up to but loses its detectors' state: they learn afresh from the next
     record rather than raise old findings again."""
-    joined = {"format": CHECKPOINT_FORMAT, "fed": {}, "records_fed": 0, "sites": {}}
+    joined = {"format": CHECKPOINT_FORMAT, "fed": {}, "records_fed": 0, "sites": {},
+              "fleet": {}}
     for site_id, saved in by_site.items():
         joined["fed"].update(saved.get("fed", {}))
         joined["records_fed"] = max(joined["records_fed"], saved.get("records_fed", 0))
         if saved.get("format") == CHECKPOINT_FORMAT:
             joined["sites"].update(saved.get("sites", {}))
+            if site_id == FLEET_ROW:
+                joined["fleet"] = saved.get("fleet", {})
         else:
             log.warning("site %s: detector state saved in format %r, not %d: its detectors "
                         "start afresh", site_id, saved.get("format"), CHECKPOINT_FORMAT)
@@ -208,6 +229,10 @@ class LiveDetection:
         if self._next_sweep_s is None or now >= self._next_sweep_s:
             self._next_sweep_s = now + self._sweep_every_s
             candidates = self._unsaved
+            # The sites' shared state (peers across sites) goes with each sweep: after a crash
+            # it is at most that old, and the comparisons refresh it as they come.
+            if any(self.engine.fleet.values()):
+                due.add(FLEET_ROW)
         else:
             candidates = {self.engine.site_of(gateway_id)
                           for gateway_id in {record["gateway_id"] for _, _, record in fresh}}
@@ -251,13 +276,18 @@ class LiveDetection:
                         finding.explanation_en)
 
     def checkpoint(self):
-        """Save the state of every site fed since its last save."""
-        self._save(set(self._unsaved))
+        """Save the state of every site fed since its last save, and the state they share."""
+        self._save(set(self._unsaved) | ({FLEET_ROW} if any(self.engine.fleet.values()) else set()))
 
     def _save(self, site_ids):
-        if site_ids:
-            self.store.detection.save_checkpoints(self.engine.site_checkpoints(site_ids))
-        for site_id in site_ids:
+        """Save ``site_ids``' state (FLEET_ROW: the state every site shares)."""
+        sites = site_ids - {FLEET_ROW}
+        saved = self.engine.site_checkpoints(sites)
+        if FLEET_ROW in site_ids:
+            saved[FLEET_ROW] = self.engine.fleet_checkpoint()
+        if saved:
+            self.store.detection.save_checkpoints(saved)
+        for site_id in sites:
             self._unsaved.pop(site_id, None)
 
     def close(self):

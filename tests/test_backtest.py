@@ -10,6 +10,7 @@ import pytest
 from meterseal.fraud_rules.engine import Detector
 from meterseal.fraud_rules.params import Params
 from meterseal.host import backtest as host_backtest
+from meterseal.host import detection as host_detection
 from meterseal.host.simulated_gateway import SITE, START_WALL_MS, RecordMaker
 from meterseal.host.storage import open_store
 
@@ -106,3 +107,31 @@ def test_the_command_runs_the_catalogue_and_reports_json_and_a_table(history, ca
     summary = capsys.readouterr().out.splitlines()
     assert f"findings from 4 records of site {SITE}" in [
         line for line in summary if "records of site" in line][0]
+
+
+class SharedProbe(Detector):
+    """A test's own detector: reports how many other sites its fleet state knows."""
+
+    name = "test.shared"
+    kinds = ("fuel.sale",)
+
+    def feed(self, entry, state):
+        known = len(self.fleet.get("sites", {}))
+        self.fleet.setdefault("sites", {})[entry.site_id] = True
+        return [self.finding(entry, severity="low", score=0.1, en=f"{known}", zh=f"{known}",
+                             observed={"known": known}, evidence=[entry.record_id])]
+
+
+def test_the_backtest_starts_from_what_the_live_detectors_share_and_leaves_it(history):
+    shared = {"format": 1, "fed": {}, "records_fed": 0, "sites": {},
+              "fleet": {"test.shared": {"sites": {"SITE-7": True, "SITE-8": True}}}}
+    with open_store(history) as store:
+        store.detection.save_checkpoints({host_detection.FLEET_ROW: shared})
+        findings, _ = host_backtest.backtest(
+            store, SITE, START_WALL_MS, START_WALL_MS + DAY_MS,
+            Params("shared", {"test.shared": {"enabled": True}}, ["test"]),
+            detectors=[SharedProbe])
+        # The first sale sees the two sites the live detectors saved, then its own site too.
+        assert [f.parameters["observed"]["known"] for f in findings] == [2, 3, 3, 3]
+        assert store.detection.checkpoint(host_detection.FLEET_ROW) == shared
+        assert store.detection.checkpoint("NO-SUCH-SITE") is None

@@ -196,6 +196,38 @@ def test_store_facts_answer_from_the_store_and_see_another_connections_change(re
         assert facts.work_order(SITE, GW, "80/2", "calibration", 101) is None
 
 
+
+def test_store_facts_read_device_models_from_the_registry_and_again_after_a_minute(registered):
+    now_s = [0.0]
+    with open_store(registered) as store, open_store(registered) as officer:
+        facts = host_detection.StoreFacts(store, clock_s=lambda: now_s[0])
+        assert facts.device_model(GW, "80") is None  # nothing registered yet
+        officer.registry.add_device(GW, "80", "dispenser", model="TQ-2", serial="D-80",
+                                    type_approval_cert="CPA-1", expected_software_id="DSP-1.0")
+        now_s[0] = host_detection.DEVICES_REREAD_S - 1
+        assert facts.device_model(GW, "80") is None  # the gateway's devices, as read at 0 s
+        now_s[0] = host_detection.DEVICES_REREAD_S
+        assert facts.device_model(GW, "80") == "TQ-2"
+        assert facts.device_model(GW, "81") is None and facts.device_model("GW-NONE", "80") is None
+
+
+def test_the_state_sites_share_is_saved_in_its_own_row_and_restored(registered):
+    shared = {"models": {"TQ-2": {SITE: 37.5, "SITE-2": 36.9}}}
+    with open_store(registered) as store:
+        live = host_detection.LiveDetection(store)
+        live.start()
+        live.engine.fleet["dispenser.pulse_scaling"].update(shared)
+        live.close()
+        saved = store.detection.checkpoints()
+        assert set(saved) == {host_detection.FLEET_ROW}  # no site was fed
+        restarted = host_detection.LiveDetection(store)
+        restarted.start()
+        assert restarted.engine.fleet["dispenser.pulse_scaling"] == shared
+        # A detector's fleet state is the engine's, so what it publishes is saved next time.
+        pulse = next(d for d in restarted.engine.detectors if d.name == "dispenser.pulse_scaling")
+        assert pulse.fleet is restarted.engine.fleet["dispenser.pulse_scaling"]
+
+
 # --- live, through the real ingest --------------------------------------------------------------
 
 

@@ -55,7 +55,7 @@ def simulate_sale(rng, max_lpm, target_ml, gain=0.0, gain_above_ml=None, meter_e
 
 
 def forecourt(seed, days=4, sales_per_day=40, nozzles=((80, 1), (81, 1), (82, 1)),
-              cheat=None, drift=None, start_day=0):
+              cheat=None, drift=None, start_day=0, gateway_id="GW-FLOW"):
     """Records of one gateway: ``nozzles`` of grade 92, each with its own maximum flow (a few %
     apart). ``cheat``: {(address, nozzle): dict(gain=, gain_above_ml=, hours=(start, end),
     from_day=)}; ``drift``: {(address, nozzle): honest meter error}. Returns [(id, record)]."""
@@ -68,7 +68,7 @@ def forecourt(seed, days=4, sales_per_day=40, nozzles=((80, 1), (81, 1), (82, 1)
             for _ in range(sales_per_day):
                 sales.append((START_MS + day * DAY_MS + rng.randrange(DAY_MS), n, day))
     sales.sort()
-    chain = Chain("GW-FLOW", start_wall_ms=START_MS, validate=False)
+    chain = Chain(gateway_id, start_wall_ms=START_MS, validate=False)
     out = []
     for start, n, day in sales:
         target = rng.choice((rng.uniform(5000, 20000), rng.uniform(20000, 60000)))
@@ -332,3 +332,53 @@ def test_a_sale_is_measured_once_for_both_flow_detectors(monkeypatch):
         engine.feed(record_id, record)
     qualifying = [r["body"]["volume_ml"] for _, r in records if r["body"]["volume_ml"] >= 10000]
     assert measured == qualifying
+
+
+def model_fleet(gain, honest_sites=4, days=3):
+    """Forecourts of one dispenser model at sites S1.. (one gateway each), the last with every
+    nozzle scaled by ``gain`` from its first record; their facts, with and without the model."""
+    sites, models, records = {}, {}, []
+    for number in range(1, honest_sites + 2):
+        gateway_id = f"GW-{number}"
+        sites[gateway_id] = f"S{number}"
+        models.update({(gateway_id, str(address)): "TQ-2" for address in (80, 81, 82)})
+        scaled = {(address, 1): {"gain": gain} for address in (80, 81, 82)}
+        records += forecourt(100 + number, days=days, gateway_id=gateway_id,
+                             cheat=scaled if number == honest_sites + 1 else None)
+    records.sort(key=lambda item: item[1]["wall_time_ms"])
+    return records, StaticFacts(sites=sites, models=models), StaticFacts(sites=sites)
+
+
+def test_a_site_scaled_on_every_nozzle_from_the_first_record_is_seen_by_model_peers_only():
+    records, with_models, without = model_fleet(gain=0.25)
+    findings = run(records, PulseScaling, facts=with_models)
+    assert {(f.site_id, f.parameters["observed"]["reference"]) for f in findings} == {
+        ("S5", "model")}
+    assert len(findings) == 1  # one finding per site and model until it is back in tolerance
+    observed = findings[0].parameters["observed"]
+    assert observed["model"] == "TQ-2" and observed["other_sites"] == 4
+    assert 1 <= observed["site_nozzles"] <= 3 and 0.2 < observed["excess"] < 0.3
+    assert "dispenser model TQ-2" in findings[0].explanation_en
+    assert "TQ-2 型加油机" in findings[0].explanation_zh
+    # Without the registry's models the same records raise nothing: the cheat is in every
+    # nozzle's baseline and in all of the site's peers.
+    assert run(records, PulseScaling, facts=without) == []
+
+
+def test_model_peers_are_silent_inside_their_tolerance():
+    records, with_models, _ = model_fleet(gain=0.10)
+    assert run(records, PulseScaling, facts=with_models) == []
+
+
+def test_model_peers_survive_a_checkpoint():
+    records, facts, _ = model_fleet(gain=0.25)
+    params = load_params()
+    whole = run(records, PulseScaling, params, facts)
+    half = len(records) // 2
+    engine = Engine(params, facts, detectors=[PulseScaling])
+    first = [f for rid, rec in records[:half] for f in engine.feed(rid, rec)]
+    saved = json.loads(json.dumps(engine.checkpoint()))
+    assert saved["fleet"]["dispenser.pulse_scaling"]["models"]["TQ-2"]
+    resumed = Engine(params, facts, checkpoint=saved, detectors=[PulseScaling])
+    second = [f for rid, rec in records[half:] for f in resumed.feed(rid, rec)]
+    assert first + second == whole

@@ -87,11 +87,14 @@ def test_site_checkpoints_hold_each_sites_state_and_its_gateways_seqs_only():
         engine.feed(*chain.add("status", status_body()))
     whole = engine.checkpoint()
     by_site = engine.site_checkpoints({"SITE-B", "SITE-C"})
-    assert by_site["SITE-B"] == {**whole, "fed": {"GW-3": 1},
+    of_sites = {key: value for key, value in whole.items() if key != "fleet"}
+    assert by_site["SITE-B"] == {**of_sites, "fed": {"GW-3": 1},
                                  "sites": {"SITE-B": whole["sites"]["SITE-B"]}}
     assert by_site["SITE-C"]["fed"] == {} and by_site["SITE-C"]["sites"] == {"SITE-C": {}}
-    # One per site, joined again as the host does on start: the whole checkpoint back.
-    saved = json.loads(json.dumps(engine.site_checkpoints({"SITE-A", "SITE-B"})))
+    # One per site and the sites' shared state, joined again as the host does on start: the
+    # whole checkpoint back.
+    saved = json.loads(json.dumps({**engine.site_checkpoints({"SITE-A", "SITE-B"}),
+                                   host_detection.FLEET_ROW: engine.fleet_checkpoint()}))
     joined = host_detection.join_checkpoints(saved)
     assert _engine(joined, facts).checkpoint() == json.loads(json.dumps(whole))
 

@@ -228,3 +228,9 @@ class Detection:
         """{site_id: checkpoint} of every site saved."""
         return {row["site_id"]: json.loads(row["checkpoint_json"]) for row in
                 self._backend.query("SELECT site_id, checkpoint_json FROM detector_checkpoints")}
+
+    def checkpoint(self, site_id):
+        """The checkpoint saved for ``site_id``, or None."""
+        rows = self._backend.query(
+            "SELECT checkpoint_json FROM detector_checkpoints WHERE site_id = ?", (site_id,))
+        return json.loads(rows[0]["checkpoint_json"]) if rows else None
