@@ -56,6 +56,9 @@ _UNLIMITED_RECORDS_PER_S = 1e9
 # File descriptors the bench process needs beside one per held connection.
 _SPARE_FDS = 64
 _BAD_SIGNATURE_RULE = "verify.bad_signature"
+# Each load gateway's four dispensers (DART addresses 0x50-0x53), all of one model.
+_DISPENSER_ADDRESSES = (0x50, 0x51, 0x52, 0x53)
+_DISPENSER_MODEL = "BENCH-D4"
 
 
 class BenchError(OSError):
@@ -132,7 +135,8 @@ def _sale(maker, index, totalizers):
     profile = [volume_ml // points] * points
     profile[-1] += volume_ml - sum(profile)
     end_ms = maker.wall_time_ms
-    device = {"dispenser_address": 0x50 + index % 4, "nozzle": 1 + index // 4 % 2}
+    device = {"dispenser_address": _DISPENSER_ADDRESSES[index % 4],
+              "nozzle": 1 + index // 4 % 2}
     nozzle = (device["dispenser_address"], device["nozzle"])
     totalizer_ml = totalizers.get(nozzle, 100000000)
     totalizers[nozzle] = totalizer_ml + volume_ml
@@ -411,6 +415,14 @@ def measure_backend(db, load, trials, host_core, log_path, detection=True):
     with open_store(db) as store:
         for gateway_id, key in [(g.gateway_id, g.key) for g in load] + trials:
             provision(store, gateway_id, key.public_key())
+        # The load's dispensers registered with their model, as an installer would: the
+        # detectors then also compare the site with the same model elsewhere.
+        for gateway in load:
+            for address in _DISPENSER_ADDRESSES:
+                store.registry.add_device(
+                    gateway.gateway_id, str(address), "dispenser", model=_DISPENSER_MODEL,
+                    serial=f"{gateway.gateway_id}-{address}", type_approval_cert="BENCH",
+                    expected_software_id="BENCH-DISPENSER")
     host = HostProcess(db, host_core, log_path, detection=detection)
     host.start()
     try:
