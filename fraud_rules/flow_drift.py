@@ -183,9 +183,9 @@ class PeerValues:
         grade at the site; when it has none, the sibling nozzles of its dispenser."""
         members, values = self._grades(site_id, nozzles).get(nozzle["grade"], ((), []))
         if len(members) - (key in members) == 0:
-            return sorted(value for value in map(self._value_of, (
-                n for k, n in nozzles.items() if k != key and n["dispenser"] == nozzle["dispenser"]))
-                if value is not None)
+            siblings = (n for k, n in nozzles.items()
+                        if k != key and n["dispenser"] == nozzle["dispenser"])
+            return sorted(value for value in map(self._value_of, siblings) if value is not None)
         return _without(values, self._value_of(nozzle))
 
     def _grades(self, site_id, nozzles):

@@ -564,8 +564,8 @@ def report(figures, detection_lines=()):
                  f"{added_us / bare_median:+.0%}   budget <= +20 %")
     lines.append("    per upload, without / with: " + ", ".join(
         f"{bare:.0f} / {detecting:.0f}" for bare, detecting in zip(bare_us, with_us)) + " us")
-    lines.append(f"    the detectors timed inside the host (their thread's CPU): {inside_us:.0f} us "
-                 f"per record, {inside_us / bare_median:+.0%} of the median without them")
+    lines.append(f"    the detectors timed inside the host (their thread's CPU): {inside_us:.0f} "
+                 f"us per record, {inside_us / bare_median:+.0%} of the median without them")
     lines.extend(detection_lines)
     lines.append("")
     lines.append(f"alert latency, forged signature written -> alert listed by store.alerts.ranked, "
