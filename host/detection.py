@@ -37,6 +37,9 @@ CHECKPOINT_EVERY_RECORDS = 20000
 CHECKPOINT_EVERY_S = 3600.0
 # How long the registry's device models (peers across sites) are taken as read.
 DEVICES_REREAD_S = 60.0
+# Records taken from committed batches are fed to the detectors when the ingest's worker has
+# no batch waiting (LiveDetection.flush), or once this many wait.
+CHUNK_RECORDS = 500
 # The detector_checkpoints row of the state every site shares (Engine.fleet_checkpoint); no
 # site is named so: site ids are an officer's names, this is not one.
 FLEET_ROW = "*"
@@ -187,6 +190,7 @@ class LiveDetection:
         # thousands of sites, and a batch concerns one.
         self._sweep_every_s = checkpoint_every_s / 60
         self._next_sweep_s = None
+        self._pending = []  # (seq, record id, record) taken, not yet fed: each batch in seq order
         # What the live batches cost: the ingest reports it on close, the bench reads it.
         self.records_evaluated = 0
         self.cpu_s = 0.0
@@ -211,15 +215,25 @@ class LiveDetection:
                  time.monotonic() - started, len(findings))
 
     def after_batch(self, items, results):
-        """Feed what a committed batch stored and chained (``items`` as the ingest passed them to
-        store.ingest_batch, ``results`` what it returned), raise the findings as alerts, and
-        save the state of the sites that raised them or are due."""
+        """Take what a committed batch stored and chained (``items`` as the ingest passed them to
+        store.ingest_batch, ``results`` what it returned); it is evaluated at the next flush(),
+        or now when CHUNK_RECORDS wait."""
         started_cpu_s = time.thread_time()
-        fresh = sorted((verdict.record["seq"], result.record_id, verdict.record)
-                       for (_, verdict), result in zip(items, results)
-                       if result.outcome == STORED and verdict.outcome in verify.ACCEPTED)
-        if not fresh:
+        self._pending.extend(sorted(
+            (verdict.record["seq"], result.record_id, verdict.record)
+            for (_, verdict), result in zip(items, results)
+            if result.outcome == STORED and verdict.outcome in verify.ACCEPTED))
+        self.cpu_s += time.thread_time() - started_cpu_s
+        if len(self._pending) >= CHUNK_RECORDS:
+            self.flush()
+
+    def flush(self):
+        """Feed the records taken since the last flush, raise their findings as alerts, and save
+        the state of the sites that raised them or are due."""
+        if not self._pending:
             return
+        started_cpu_s = time.thread_time()
+        fresh, self._pending = self._pending, []
         self.facts.refresh()
         findings = [finding for _, record_id, record in fresh
                     for finding in self._feed(record_id, record)]
@@ -292,6 +306,7 @@ class LiveDetection:
 
     def close(self):
         if self.engine is not None:
+            self.flush()
             self.checkpoint()
         if self.records_evaluated:
             log.info("detection: evaluated %d records live with %.3f s of CPU, %.1f us a record",
