@@ -5,6 +5,7 @@ API, and a restart that resumes from the checkpoint; over each storage backend."
 import argparse
 import asyncio
 import functools
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,11 +14,13 @@ from meterseal.fraud_rules.engine import Detector
 from meterseal.fraud_rules.params import Params
 from meterseal.hil.plain_records import sale_body
 from meterseal.host import detection as host_detection
+from meterseal.host import record_parser, verify
 from meterseal.host import ingest, site_facts_cli
 from meterseal.host.api import create_app
 from meterseal.host.api_tokens import TokenBook
 from meterseal.host.simulated_gateway import SITE, START_WALL_MS, RecordMaker, provision
-from meterseal.host.storage import LATEST_VERSION, StorageError, migrations, open_store
+from meterseal.host.storage import (LATEST_VERSION, STORED, StorageError, migrations,
+                                    open_store)
 from meterseal.protocol import uplink as wire
 
 from ingest_site import RawGateway, new_signer
@@ -226,6 +229,37 @@ def test_the_state_sites_share_is_saved_in_its_own_row_and_restored(registered):
         # A detector's fleet state is the engine's, so what it publishes is saved next time.
         pulse = next(d for d in restarted.engine.detectors if d.name == "dispenser.pulse_scaling")
         assert pulse.fleet is restarted.engine.fleet["dispenser.pulse_scaling"]
+
+
+
+def test_records_wait_for_a_flush_or_a_full_chunk_and_close_feeds_the_rest(registered, key,
+                                                                              monkeypatch):
+    monkeypatch.setattr(host_detection, "CHUNK_RECORDS", 3)
+    maker = RecordMaker(GW, key)
+
+    def batch(count):
+        envelopes = [sale(maker, PRICE + 1) for _ in range(count)]
+        plain = [record_parser.parse(verify.parse_envelope(e).payload) for e in envelopes]
+        items = [(e, SimpleNamespace(outcome=verify.VERIFIED, record=r))
+                 for e, r in zip(envelopes, plain)]
+        results = [SimpleNamespace(outcome=STORED, record_id=1000 + r["seq"]) for r in plain]
+        return items, results
+
+    announce(registered)
+    with open_store(registered) as store:
+        live = host_detection.LiveDetection(store, TEST_PARAMS, [PriceCheck])
+        live.start()
+        live.after_batch(*batch(2))
+        assert live.engine.fed == {} and live.records_evaluated == 0  # taken, not yet fed
+        live.after_batch(*batch(1))  # three wait: a full chunk, fed at once
+        assert live.engine.fed == {GW: 2} and live.records_evaluated == 3
+        live.after_batch(*batch(1))
+        live.flush()  # what the ingest does once no batch waits for its worker
+        assert live.engine.fed == {GW: 3}
+        live.after_batch(*batch(1))
+        live.close()
+        assert live.engine.sites[SITE]["test.price"] == {"fired": 5}
+        assert store.detection.checkpoints()[SITE]["fed"] == {GW: 4}
 
 
 # --- live, through the real ingest --------------------------------------------------------------
