@@ -62,10 +62,6 @@ def tail_flow_lpm(body, split_ml, band):
     return _steady(sorted(profile[start:-1]), body.get("flow_interval_ms") or 0, band)
 
 
-def _sale_seq_time(entry):
-    return [entry.record_id, entry.seq, entry.wall_time_ms]
-
-
 def _evidence_text(run):
     """(seq range, time range) of [record_id, seq, wall_ms] rows."""
     return (f"{run[0][1]}..{run[-1][1]}",
@@ -107,26 +103,22 @@ class _FlowDetector(Detector):
         return flow
 
     def measured(self, entry, state):
-        """(flow, key, the site's nozzles, this nozzle's state, [seq, time]) for a qualifying
-        sale, else None."""
+        """(flow, key, the site's nozzles, this nozzle's state, [record id, seq, time]) for a
+        qualifying sale, else None. Nozzles are keyed by gateway and device: DART addresses are
+        per line, so two gateways of one site can both read a nozzle 80/1."""
         flow = self.qualifying_flow(entry)
         if flow is None:
             return None
-        key, nozzles, nozzle = self.nozzle_state(state, entry)
-        return flow, key, nozzles, nozzle, _sale_seq_time(entry)
-
-    @staticmethod
-    def nozzle_state(state, entry):
-        """The site's nozzles and this one's state, keyed by gateway and device: DART addresses
-        are per line, so two gateways of one site can both read a nozzle 80/1."""
-        nozzles = state.setdefault("nozzles", {})
+        nozzles = state.get("nozzles")
+        if nozzles is None:
+            nozzles = state["nozzles"] = {}
         key = entry.device_key
         nozzle = nozzles.get(key)
         if nozzle is None:
             nozzle = nozzles[key] = {
                 "grade": entry.body["grade"],
                 "dispenser": f"{entry.gateway_id}|{entry.device['dispenser_address']}"}
-        return key, nozzles, nozzle
+        return flow, key, nozzles, nozzle, [entry.record_id, entry.seq, entry.wall_time_ms]
 
 
 def _replace_sorted(values, old, new):
@@ -257,8 +249,15 @@ class PulseScaling(_FlowDetector):
             return []
         flow, key, nozzles, nozzle, row = measured
         p = self.params
-        push_window(nozzle.setdefault("window", []), flow, p["peer_window_sales"])
-        push_window(nozzle.setdefault("window_ids", []), row, p["peer_window_sales"])
+        # The window's flows and its sales' [record id, seq, time], side by side.
+        window, ids = nozzle.get("window"), nozzle.get("window_ids")
+        if window is None:
+            window, ids = nozzle["window"], nozzle["window_ids"] = [], []
+        window.append(flow)
+        ids.append(row)
+        size = p["peer_window_sales"]
+        if len(window) > size:  # by more than one after a change of the parameter
+            del window[:-size], ids[:-size]
         findings = []
         baseline = nozzle.get("baseline")
         if baseline is None:
@@ -471,7 +470,7 @@ class SelectiveFlow(_FlowDetector):
         """Add a sale to a window, which keeps its flows sorted too, so that no check re-sorts a
         window."""
         rows, ordered = window["rows"], window.setdefault("sorted", [])
-        rows.append([flow] + row)
+        rows.append([flow, *row])
         insort(ordered, flow)
         if len(rows) > self.params["window_sales"]:
             del ordered[bisect_left(ordered, rows.pop(0)[0])]
