@@ -84,6 +84,8 @@ class UnauthorisedChange(Detector):
             evidence=[entry.record_id])]
 
     def _sale(self, entry, state):
+        if _SILENT_FIELDS.keys().isdisjoint(entry.body):
+            return []  # a dispenser that reports none of them: nothing to compare
         address = entry.device["dispenser_address"]
         key = f"{entry.gateway_id}|{address}"
         known = state.setdefault("dispensers", {}).setdefault(key, {})
@@ -130,7 +132,9 @@ class HeartbeatGap(Detector):
              "tank.delivery")
 
     def feed(self, entry, state):
-        gateway = state.setdefault(entry.gateway_id, {"totals": {}, "open": {}})
+        gateway = state.get(entry.gateway_id)
+        if gateway is None:  # not setdefault: its default would be built on every record
+            gateway = state[entry.gateway_id] = {"totals": {}, "open": {}}
         findings = []
         # An unsynchronised wall time (a boot before the host gave the time) measures no
         # silence, neither to it nor from it.

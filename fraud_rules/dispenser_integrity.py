@@ -209,7 +209,9 @@ class PriceComputing(Detector):
         body = entry.body
         volume, amount = body["volume_ml"], body["amount_minor"]
         price = body["unit_price_minor_per_kl"]
-        nozzle = state.setdefault(entry.device_ref or "?", {"price": None, "latch": {}})
+        nozzle = state.get(entry.device_ref or "?")
+        if nozzle is None:  # not setdefault: its default would be built on every sale
+            nozzle = state[entry.device_ref or "?"] = {"price": None, "latch": {}}
         if nozzle["price"] != price:  # a new unit price re-arms every check
             nozzle["latch"].clear()
             nozzle["price"] = price
