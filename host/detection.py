@@ -1,13 +1,16 @@
-"""The cheating detectors (meterseal.fraud_rules) in the host: fed live by the ingest, after each
-committed batch, and raising what they find as alerts (docs/host.md, "Detection").
+"""The cheating detectors (meterseal.fraud_rules) in the host: fed live by the ingest with the
+records of committed batches, in chunks once its worker has no batch waiting, and raising what
+they find as alerts (docs/host.md, "Detection").
 
 - StoreFacts answers the detectors' questions (a gateway's site, announced prices, work
-  orders...) from the store, cached until an officer changes the facts.
+  orders...) from the store, cached until an officer changes the facts; device models from the
+  registry, read again after a minute.
 - LiveDetection runs one Engine over every site. Its state is saved per site in the store
   (detector_checkpoints): a site's once it was fed so many records or seconds since its last
-  save, whenever a batch of it raised alerts, and every site's on close; on start it loads that
-  state and replays the records stored after the seqs it names, so a restart, or a spell with
-  detection switched off, misses nothing and repeats no finding.
+  save, whenever a chunk of it raised alerts, and every site's on close; the state the sites
+  share (Engine.fleet) in a row of its own, once a minute. On start it loads that state and
+  replays the records stored after the seqs it names, so a restart, or a spell with detection
+  switched off, misses nothing and repeats no finding.
 - replay_records gives stored records, merged across gateways by wall time; `meterseal
   backtest` (backtest.py) uses it too.
 """
