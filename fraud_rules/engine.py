@@ -161,15 +161,12 @@ class Engine:
 
     def checkpoint(self):
         """Everything needed to resume, as JSON-able data."""
-        return {"format": CHECKPOINT_FORMAT, "params_version": self.params.version,
-                "fed": dict(self.fed), "records_fed": self.records_fed, "sites": self.sites,
-                "fleet": self.fleet}
+        return self._checkpoint(dict(self.fed), self.sites, self.fleet)
 
     def fleet_checkpoint(self):
         """The state shared by every site, as a checkpoint of no site (the live dict, like
         site_checkpoints'), so a host can save it on its own schedule."""
-        return {"format": CHECKPOINT_FORMAT, "params_version": self.params.version, "fed": {},
-                "records_fed": self.records_fed, "sites": {}, "fleet": self.fleet}
+        return self._checkpoint({}, {}, self.fleet)
 
     def site_checkpoints(self, site_ids):
         """{site_id: checkpoint} for ``site_ids`` only: each as checkpoint() is, holding that
@@ -181,7 +178,12 @@ class Engine:
             seqs = fed.get(self.site_of(gateway_id))
             if seqs is not None:
                 seqs[gateway_id] = seq
-        return {site_id: {"format": CHECKPOINT_FORMAT, "params_version": self.params.version,
-                          "fed": seqs, "records_fed": self.records_fed,
-                          "sites": {site_id: self.sites.get(site_id, {})}}
+        return {site_id: self._checkpoint(seqs, {site_id: self.sites.get(site_id, {})})
                 for site_id, seqs in fed.items()}
+
+    def _checkpoint(self, fed, sites, fleet=None):
+        checkpoint = {"format": CHECKPOINT_FORMAT, "params_version": self.params.version,
+                      "fed": fed, "records_fed": self.records_fed, "sites": sites}
+        if fleet is not None:
+            checkpoint["fleet"] = fleet
+        return checkpoint

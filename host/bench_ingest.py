@@ -328,7 +328,8 @@ async def _throughput(host, load):
         cpu_start_s, start = host.cpu_s(), time.perf_counter()
         timed = await asyncio.gather(*(upload(s, g.frames[1:]) for s, g in zip(sessions, load)))
         elapsed_s = time.perf_counter() - start
-        cpu_s = host.cpu_s() - cpu_start_s
+        # /proc counts CPU in clock ticks: a tiny load can take less than one.
+        cpu_s = max(host.cpu_s() - cpu_start_s, 1 / os.sysconf("SC_CLK_TCK"))
     finally:
         await asyncio.gather(*(s.close() for s in sessions))
     return {"acked": sum(warmed) + sum(timed), "timed_records": sum(timed),

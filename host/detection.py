@@ -248,8 +248,7 @@ class LiveDetection:
             candidates = self._unsaved
             # The sites' shared state (peers across sites) goes with each sweep: after a crash
             # it is at most that old, and the comparisons refresh it as they come.
-            if any(self.engine.fleet.values()):
-                due.add(FLEET_ROW)
+            due.update(self._shared_rows())
         else:
             candidates = {self.engine.site_of(gateway_id)
                           for gateway_id in {record["gateway_id"] for _, _, record in fresh}}
@@ -294,7 +293,11 @@ class LiveDetection:
 
     def checkpoint(self):
         """Save the state of every site fed since its last save, and the state they share."""
-        self._save(set(self._unsaved) | ({FLEET_ROW} if any(self.engine.fleet.values()) else set()))
+        self._save(set(self._unsaved) | self._shared_rows())
+
+    def _shared_rows(self):
+        """{FLEET_ROW} once a detector keeps state shared by every site, else nothing."""
+        return {FLEET_ROW} if any(self.engine.fleet.values()) else set()
 
     def _save(self, site_ids):
         """Save ``site_ids``' state (FLEET_ROW: the state every site shares)."""
