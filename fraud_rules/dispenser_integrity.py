@@ -52,7 +52,9 @@ class TotalizerContinuity(Detector):
     kinds = ("fuel.sale", "status", "event", "scale.weighing", "tank.inventory", "tank.delivery")
 
     def feed(self, entry, state):
-        gaps = state.setdefault("gaps", {})
+        gaps = state.get("gaps")
+        if gaps is None:
+            gaps = state["gaps"] = {}
         if entry.gap_before:
             gaps[entry.gateway_id] = gaps.get(entry.gateway_id, 0) + 1
         if entry.kind == "fuel.sale":
@@ -96,18 +98,24 @@ class TotalizerContinuity(Detector):
         return findings
 
     def _sale(self, entry, state):
-        totals = sale_totals(entry.body)
-        volume = entry.body["volume_ml"]
+        body = entry.body
+        start, end = body.get("totalizer_start_ml"), body.get("totalizer_end_ml")
+        volume = body["volume_ml"]
         key = entry.device_key
-        if totals is None:
+        if start is None or end is None:
             nozzle = state.get("nozzles", {}).get(key)
             if nozzle is not None:
                 nozzle["sold"] += volume
             return []
-        start, end = totals
         nozzle, new = self._nozzle(state, key, entry, end)
-        findings = self._within_sale(entry, nozzle, start, end, volume)
-        if not new:
+        tolerance = self.params["tolerance_ml"]
+        findings = []
+        # A check is judged when it is off, or when a latch of the nozzle counts clean sales:
+        # nearly every sale is neither, and costs no more than these comparisons.
+        if nozzle["latch"] or abs(end - start - volume) > tolerance:
+            findings += self._within_sale(entry, nozzle, start, end, volume)
+        if not new and (nozzle["latch"]
+                        or abs(start - nozzle["total"] - nozzle["sold"]) > tolerance):
             findings += self._continuity(entry, state, nozzle, start)
         self._rebase(nozzle, entry, end, state, start)
         return findings
@@ -209,9 +217,9 @@ class PriceComputing(Detector):
         body = entry.body
         volume, amount = body["volume_ml"], body["amount_minor"]
         price = body["unit_price_minor_per_kl"]
-        nozzle = state.get(entry.device_ref or "?")
+        nozzle = state.get(entry.device_key)
         if nozzle is None:  # not setdefault: its default would be built on every sale
-            nozzle = state[entry.device_ref or "?"] = {"price": None, "latch": {}}
+            nozzle = state[entry.device_key] = {"price": None, "latch": {}}
         if nozzle["price"] != price:  # a new unit price re-arms every check
             nozzle["latch"].clear()
             nozzle["price"] = price
@@ -222,9 +230,10 @@ class PriceComputing(Detector):
         over = difference > self.params["tolerance_minor"]
         under = difference < -self.params["tolerance_minor"]
         # The time as text only for a finding: strftime on every clean sale was a good part of
-        # this detector's cost.
-        seq, ref = entry.seq, entry.device_ref
-        if latched(nozzle["latch"], "amount", over or under, rearm):
+        # this detector's cost. Likewise a check is latched() only when it is off or a latch
+        # counts clean sales.
+        seq, ref, latches = entry.seq, entry.device_ref, nozzle["latch"]
+        if (over or under or latches) and latched(latches, "amount", over or under, rearm):
             word_en, word_zh = ("overcharged", "多收") if over else ("undercharged", "少收")
             at = utc_text(entry.wall_time_ms)
             findings.append(self.finding(
@@ -243,7 +252,7 @@ class PriceComputing(Detector):
         announced = self.facts.announced_price(entry.site_id, body["grade"],
                                                body["start_wall_time_ms"])
         mismatch = announced is not None and announced != price
-        if latched(nozzle["latch"], "announced", mismatch, rearm):
+        if (mismatch or latches) and latched(latches, "announced", mismatch, rearm):
             off = (price - announced) / announced if announced else 1.0
             at = utc_text(entry.wall_time_ms)
             findings.append(self.finding(
@@ -272,13 +281,14 @@ class FlowPhysics(Detector):
         p = self.params
         registered = self.facts.max_flow_lpm(entry.site_id, entry.device_ref)
         max_lpm = registered or p["default_max_flow_lpm"]
-        latches = state.setdefault(entry.device_ref or "?", {})
+        latches = state.get(entry.device_key)
+        if latches is None:
+            latches = state[entry.device_key] = {}
         rearm = p["rearm_after_clean_sales"]
-        source_en = "registered" if registered else "default"
-        source_zh = "登记的" if registered else "默认的"
         findings = []
         too_short = volume > 0 and duration < p["min_duration_ms"]
-        if latched(latches, "duration", too_short, rearm):
+        # latched() only when a check is off or a latch counts clean sales (see price).
+        if (too_short or latches) and latched(latches, "duration", too_short, rearm):
             seq, ref, at = entry.seq, entry.device_ref, utc_text(entry.wall_time_ms)
             findings.append(self.finding(
                 entry, rule=f"{self.name}.duration", severity="medium", score=0.6,
@@ -293,23 +303,25 @@ class FlowPhysics(Detector):
         mean_lpm = volume * 60 / duration if duration else 0.0
         mean_limit = max_lpm * (1 + p["mean_flow_tolerance"])
         fast = volume >= p["min_volume_ml"] and mean_lpm > mean_limit
-        if latched(latches, "mean", fast, rearm):
+        if (fast or latches) and latched(latches, "mean", fast, rearm):
             findings.append(self._flow_finding(
                 entry, "mean_flow", "mean flow", "平均流量", mean_lpm, max_lpm, mean_limit,
-                source_en, source_zh, {"volume_ml": volume, "duration_ms": duration}))
+                registered, {"volume_ml": volume, "duration_ms": duration}))
         profile, interval = body["flow_profile_ml"], body["flow_interval_ms"]
         peak_lpm = max(profile[:-1], default=0) * 60 / interval
         peak_limit = max_lpm * (1 + p["interval_flow_tolerance"])
-        if latched(latches, "peak", peak_lpm > peak_limit, rearm):
+        peaked = peak_lpm > peak_limit
+        if (peaked or latches) and latched(latches, "peak", peaked, rearm):
             findings.append(self._flow_finding(
                 entry, "peak_flow", f"flow in a {interval} ms interval",
-                f"{interval} ms 区间内的流量", peak_lpm, max_lpm, peak_limit, source_en,
-                source_zh, {"peak_interval_ml": max(profile[:-1]), "flow_interval_ms": interval}))
+                f"{interval} ms 区间内的流量", peak_lpm, max_lpm, peak_limit, registered,
+                {"peak_interval_ml": max(profile[:-1]), "flow_interval_ms": interval}))
         return findings
 
-    def _flow_finding(self, entry, check, what_en, what_zh, lpm, max_lpm, limit, source_en,
-                      source_zh, observed):
+    def _flow_finding(self, entry, check, what_en, what_zh, lpm, max_lpm, limit, registered,
+                      observed):
         seq, ref, at = entry.seq, entry.device_ref, utc_text(entry.wall_time_ms)
+        source_en, source_zh = ("registered", "登记的") if registered else ("default", "默认的")
         excess = lpm / max_lpm - 1
         return self.finding(
             entry, rule=f"{self.name}.{check}", severity="high",
@@ -337,11 +349,13 @@ class PulseCrossCheck(Detector):
         if entry.kind == "event":
             if entry.event_type != "pulse_mismatch":
                 return []
-            return self._mismatch(entry, state.setdefault(entry.device_ref or "?", {}))
+            return self._mismatch(entry, state.setdefault(entry.device_key, {}))
         body = entry.body
         if body.get("pulse_volume_ml") is None:
             return []
-        nozzle = state.setdefault(entry.device_ref or "?", {})
+        nozzle = state.get(entry.device_key)
+        if nozzle is None:
+            nozzle = state[entry.device_key] = {}
         nozzle["clean"] = nozzle.get("clean", 0) + 1
         pulse_ml, volume = body["pulse_volume_ml"], body["volume_ml"]
         if pulse_ml <= 0 or pulse_ml < self.params["min_volume_ml"]:

@@ -109,11 +109,14 @@ class Engine:
         self.facts = facts
         self.detectors = [cls(params, facts) for cls in (detectors or DETECTORS)]
         self.detectors = [d for d in self.detectors if d.enabled]
-        self._by_kind = {}  # record kind -> [(detector name, its feed)]
+        self._by_kind = {}  # record kind -> [the detectors fed it]
         for detector in self.detectors:
             for kind in detector.kinds:
-                self._by_kind.setdefault(kind, []).append((detector.name, detector.feed))
+                self._by_kind.setdefault(kind, []).append(detector)
         self._sites = {}
+        # (gateway id, record kind) -> (site id, [(a detector's feed, its state there)]):
+        # resolved once, so a record does not look up each detector's state by name.
+        self._routes = {}
         state = checkpoint or {}
         if state and state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"detector checkpoint format {state.get('format')!r} is not "
@@ -133,6 +136,17 @@ class Engine:
             self._sites[gateway_id] = site
         return site
 
+    def _route(self, gateway_id, kind):
+        detectors = self._by_kind.get(kind)
+        if not detectors:
+            route = self._routes[gateway_id, kind] = (None, [])
+            return route
+        site_id = self.site_of(gateway_id)
+        site_state = self.sites.setdefault(site_id, {})
+        route = self._routes[gateway_id, kind] = (site_id, [
+            (detector.feed, site_state.setdefault(detector.name, {})) for detector in detectors])
+        return route
+
     def feed(self, record_id, record):
         """Feed one verified record in plain form; returns the Findings it produced. A record at
         or below the seq already fed for its gateway (a late gap fill, a replay) is skipped: the
@@ -143,17 +157,14 @@ class Engine:
             return []
         self.fed[gateway_id] = seq
         self.records_fed += 1
-        detectors = self._by_kind.get(record["kind"])
+        kind = record["kind"]
+        route = self._routes.get((gateway_id, kind)) or self._route(gateway_id, kind)
+        site_id, detectors = route
         if not detectors:
             return []
-        site_id = self.site_of(gateway_id)
         entry = Entry(record_id, site_id, record, last is not None and seq != last + 1)
-        site_state = self.sites.setdefault(site_id, {})
         findings = []
-        for name, feed in detectors:
-            state = site_state.get(name)
-            if state is None:
-                state = site_state[name] = {}
+        for feed, state in detectors:
             found = feed(entry, state)
             if found:
                 findings += found

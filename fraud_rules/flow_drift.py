@@ -15,7 +15,6 @@ bounded windows of recent steady flows.
 """
 
 from bisect import bisect_left, bisect_right, insort
-from itertools import accumulate
 
 from .engine import Detector
 from .finding import local_hour, percent, utc_text
@@ -26,6 +25,7 @@ _MS_PER_MIN = 60000
 REBASELINE_WORK = ("calibration", "parameter_change", "device_identity_changed")
 # A nozzle's baseline and CUSUM state, dropped when it learns a new baseline.
 _BASELINE_FIELDS = ("baseline", "learning", "cusum", "run", "calm", "alerted")
+_UNMEASURED = object()  # Entry.shared holds no steady flow for the selection yet
 
 
 def _steady(ordered, interval_ms, band):
@@ -56,7 +56,13 @@ def tail_flow_lpm(body, split_ml, band):
     profile = body.get("flow_profile_ml", [])
     # The first interval that starts with split_ml already dispensed; the tail keeps it, and
     # like any sale's profile leaves out its last.
-    start = bisect_left(list(accumulate(profile)), split_ml) + 1
+    dispensed = 0
+    for start, interval_ml in enumerate(profile, 1):
+        dispensed += interval_ml
+        if dispensed >= split_ml:
+            break
+    else:
+        return None, 0
     if start >= len(profile) - 1:
         return None, 0
     return _steady(sorted(profile[start:-1]), body.get("flow_interval_ms") or 0, band)
@@ -83,30 +89,29 @@ class _FlowDetector(Detector):
 
     def __init__(self, params, facts):
         super().__init__(params, facts)
-        # What selects and measures a sale: detectors with the same values share the result.
+        # What selects and measures a sale: detectors with the same values share the result
+        # (keyed by a string, whose hash is kept, unlike a tuple's).
         self._selection = (self.params["min_volume_ml"], self.params["steady_band"],
                            self.params["min_steady_intervals"])
+        self._selection_key = "steady flow %r" % (self._selection,)
 
-    def qualifying_flow(self, entry):
-        """The sale's steady flow when it is a full draw above the minimum volume, worked out
-        once for every flow detector that selects sales alike."""
-        shared = entry.shared
-        if self._selection in shared:
-            return shared[self._selection]
+    def _qualifying_flow(self, entry):
+        """The sale's steady flow when it is a full draw above the minimum volume, else None."""
         min_volume_ml, band, min_intervals = self._selection
-        flow = None
-        if entry.body.get("volume_ml", 0) >= min_volume_ml and entry.device_ref:
-            flow, intervals = steady_flow_lpm(entry.body, band)
-            if intervals < min_intervals:
-                flow = None
-        shared[self._selection] = flow
-        return flow
+        if entry.body.get("volume_ml", 0) < min_volume_ml or not entry.device_ref:
+            return None
+        flow, intervals = steady_flow_lpm(entry.body, band)
+        return flow if intervals >= min_intervals else None
 
     def measured(self, entry, state):
         """(flow, key, the site's nozzles, this nozzle's state, [record id, seq, time]) for a
-        qualifying sale, else None. Nozzles are keyed by gateway and device: DART addresses are
-        per line, so two gateways of one site can both read a nozzle 80/1."""
-        flow = self.qualifying_flow(entry)
+        qualifying sale, else None; the flow is worked out once for every flow detector that
+        selects sales alike. Nozzles are keyed by gateway and device: DART addresses are per
+        line, so two gateways of one site can both read a nozzle 80/1."""
+        shared = entry.shared
+        flow = shared.get(self._selection_key, _UNMEASURED)
+        if flow is _UNMEASURED:
+            flow = shared[self._selection_key] = self._qualifying_flow(entry)
         if flow is None:
             return None
         nozzles = state.get("nozzles")
@@ -135,14 +140,48 @@ def _replace_sorted(values, old, new):
     return True
 
 
-def _without(values, own):
-    """The sorted ``values`` without one ``own`` (a copy); all of them when ``own`` is None (not
-    a copy: not to be changed)."""
-    if own is None:
-        return values
-    others = list(values)
-    del others[bisect_left(others, own)]
-    return others
+class PeerView:
+    """Sorted values, read in place: without one of them (the asking nozzle's own, at index
+    ``skip``) and within [low, high) of the list. A comparison reads a median and a count off a
+    site's index this way, not off a copy of it."""
+
+    __slots__ = ("_values", "_skip", "_low", "_high")
+
+    def __init__(self, values, skip=None, low=0, high=None):
+        self._values = values
+        self._low = low
+        self._high = len(values) if high is None else high
+        self._skip = skip if skip is not None and low <= skip < self._high else None
+
+    def __len__(self):
+        return self._high - self._low - (self._skip is not None)
+
+    def __iter__(self):
+        return (self._at(k) for k in range(len(self)))
+
+    def _at(self, k):
+        index = self._low + k
+        if self._skip is not None and index >= self._skip:
+            index += 1
+        return self._values[index]
+
+    def median(self):
+        n = len(self)
+        if n == 0:
+            raise ValueError("median of no values")
+        mid = n // 2
+        return self._at(mid) if n % 2 else (self._at(mid - 1) + self._at(mid)) / 2
+
+    def within(self, low_value, high_value):
+        """The values between ``low_value`` and ``high_value``, both included."""
+        values = self._values
+        return PeerView(values, self._skip, bisect_left(values, low_value, self._low, self._high),
+                        bisect_right(values, high_value, self._low, self._high))
+
+
+def _view_without(values, own):
+    """A PeerView of the sorted ``values`` without one ``own`` (all of them for None)."""
+    return PeerView(values, None if own is None else bisect_left(values, own))
 
 
 class PeerValues:
@@ -171,14 +210,15 @@ class PeerValues:
             self._sites[site_id] = self._by_grade(nozzles)  # out of step with the state
 
     def of_peers(self, site_id, nozzles, key, nozzle):
-        """The sorted values of the nozzle's peers, not to be changed: the other nozzles of its
-        grade at the site; when it has none, the sibling nozzles of its dispenser."""
+        """A PeerView of the values of the nozzle's peers: the other nozzles of its grade at the
+        site; when it has none, the sibling nozzles of its dispenser."""
         members, values = self._grades(site_id, nozzles).get(nozzle["grade"], ((), []))
         if len(members) - (key in members) == 0:
             siblings = (n for k, n in nozzles.items()
                         if k != key and n["dispenser"] == nozzle["dispenser"])
-            return sorted(value for value in map(self._value_of, siblings) if value is not None)
-        return _without(values, self._value_of(nozzle))
+            return PeerView(sorted(value for value in map(self._value_of, siblings)
+                                   if value is not None))
+        return _view_without(values, self._value_of(nozzle))
 
     def _grades(self, site_id, nozzles):
         grades = self._sites.get(site_id)
@@ -217,9 +257,9 @@ class ModelMedians:
             self._sorted[model] = sorted(by_site.values())  # out of step with the state
 
     def others(self, fleet, model, site_id):
-        """The other sites' medians for ``model``, sorted; not to be changed."""
+        """A PeerView of the other sites' medians for ``model``."""
         by_site = fleet.get("models", {}).get(model, {})
-        return _without(self._values(model, by_site), by_site.get(site_id))
+        return _view_without(self._values(model, by_site), by_site.get(site_id))
 
     def _values(self, model, by_site):
         values = self._sorted.get(model)
@@ -294,8 +334,11 @@ class PulseScaling(_FlowDetector):
         excess = flow / centre - 1
         # Clipped, so that one odd sale (a pause the steady band missed) cannot make an alarm.
         z = max(-p["z_clip"], min(p["z_clip"], (excess - p["allowance"]) / sigma))
-        side = nozzle.setdefault("cusum", {})
-        run = nozzle.setdefault("run", [])
+        side, run = nozzle.get("cusum"), nozzle.get("run")
+        if side is None:  # not setdefault: its default would be built on every sale
+            side = nozzle["cusum"] = {}
+        if run is None:
+            run = nozzle["run"] = []
         crossed = cusum(side, z, p["k"], p["h"]) == 1
         side["lo"] = 0.0  # one-sided: only over-registration is a cheat
         if crossed or side["hi"] > 0:
@@ -333,10 +376,10 @@ class PulseScaling(_FlowDetector):
         peers = self._peers.of_peers(entry.site_id, nozzles, key, nozzle)
         # Peers of another class (an HGV nozzle beside a car nozzle) are no reference.
         band = p["peer_class_band"]
-        medians = peers[bisect_left(peers, own * (1 - band)):bisect_right(peers, own * (1 + band))]
+        medians = peers.within(own * (1 - band), own * (1 + band))
         if not medians:
             return []
-        expected = median(medians)
+        expected = medians.median()
         excess = own / expected - 1
         if nozzle.get("peer_alerted"):
             if excess < p["peer_tolerance"] / 2:
@@ -358,14 +401,21 @@ class PulseScaling(_FlowDetector):
         if model is None:
             return []
         nozzle["model"] = model
+        # Once per round of the site's nozzles of the model, not at each of their comparisons:
+        # the site's median is a pass over its nozzles, and moves little in a round.
+        rounds = state.setdefault("model_rounds", {})
+        if rounds.get(model, 0) > 1:
+            rounds[model] -= 1
+            return []
         medians = [n["median"] for n in nozzles.values()
                    if n.get("model") == model and "median" in n]
+        rounds[model] = len(medians)
         here = median(medians)
         self._models.publish(self.fleet, model, entry.site_id, here)
         others = self._models.others(self.fleet, model, entry.site_id)
         if len(others) < p["min_model_sites"]:
             return []
-        expected = median(others)
+        expected = others.median()
         excess = here / expected - 1
         alerted = state.setdefault("models_alerted", {})
         if alerted.get(model):
@@ -435,8 +485,9 @@ class SelectiveFlow(_FlowDetector):
             return []
         flow, key, nozzles, nozzle, row = measured
         p = self.params
-        size = nozzle.get("size") or nozzle.setdefault(
-            "size", {"small": {"rows": []}, "large": {"rows": []}})
+        size = nozzle.get("size")
+        if size is None:  # not setdefault: its default would be built on every sale
+            size = nozzle["size"] = {"small": {"rows": []}, "large": {"rows": []}}
         if entry.body["volume_ml"] < p["split_ml"]:
             self._push(size["small"], flow, row)
         else:
@@ -444,7 +495,9 @@ class SelectiveFlow(_FlowDetector):
             if tail is not None and intervals >= p["min_steady_intervals"]:
                 self._push(size["large"], tail, row)
         block = local_hour(entry.wall_time_ms, p["utc_offset_hours"]) // p["hours_per_block"]
-        blocks = nozzle.setdefault("hours", {})
+        blocks = nozzle.get("hours")
+        if blocks is None:
+            blocks = nozzle["hours"] = {}
         block_key = str(block)
         inside = blocks.get(block_key)
         if inside is None:
@@ -460,7 +513,7 @@ class SelectiveFlow(_FlowDetector):
         ratios = self._peers.of_peers(entry.site_id, nozzles, key, nozzle)
         if len(ratios) >= p["min_peers"]:
             findings += self._check(entry, nozzle, "size_alerted", nozzle["size_ratio"],
-                                    median(ratios), size["large"]["rows"], self._size_text)
+                                    ratios.median(), size["large"]["rows"], self._size_text)
         rest = [w for other, w in blocks.items() if other != block_key]
         findings += self._check(entry, nozzle, f"hours_alerted_{block}", self._ratio(inside, rest),
                                 0.0, inside["rows"], lambda: self._hours_text(block))
@@ -474,16 +527,20 @@ class SelectiveFlow(_FlowDetector):
         insort(ordered, flow)
         if len(rows) > self.params["window_sales"]:
             del ordered[bisect_left(ordered, rows.pop(0)[0])]
+        window["stats"] = None
 
     def _summary(self, window):
         """[n, median, relative standard error of the median (1.2533 sigma / sqrt(n))]."""
-        ordered = window["sorted"]
-        n = len(ordered)
-        centre = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
-        # Robust sigma from the interquartile range (IQR / 1.349).
-        sigma = max((ordered[(3 * n) // 4] - ordered[n // 4]) / 1.349 / centre,
-                    self.params["min_sigma"])
-        return n, centre, 1.2533 * sigma / n ** 0.5
+        stats = window.get("stats")
+        if stats is None:  # the window moved since its last check: a check reads several
+            ordered = window["sorted"]
+            n = len(ordered)
+            centre = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+            # Robust sigma from the interquartile range (IQR / 1.349).
+            stats = window["stats"] = [n, centre,
+                                       (ordered[(3 * n) // 4] - ordered[n // 4]) / 1.349 / centre]
+        n, centre, sigma = stats
+        return n, centre, 1.2533 * max(sigma, self.params["min_sigma"]) / n ** 0.5
 
     def _ratio(self, inside, others):
         """[relative excess of inside over the others, its standard error, inside median, others'

@@ -37,18 +37,19 @@ class Wetstock(Detector):
     kinds = ("tank.inventory", "tank.delivery", "fuel.sale")
 
     def feed(self, entry, state):
-        tanks = state.setdefault("tanks", {})
         if entry.kind == "fuel.sale":
             tank_number = self.facts.tank_of(entry.site_id, entry.body["grade"])
             if tank_number is None:
                 return []  # no tank known for the grade: the sale is not reconciled
-            tank = tanks.setdefault(str(tank_number), _new_tank())
+            tanks = state.setdefault("tanks", {})
+            tank = tanks.get(str(tank_number)) or tanks.setdefault(str(tank_number), _new_tank())
             ref = entry.device_ref or "?"
             self._book(tank, entry.body["end_wall_time_ms"], {ref: entry.body["volume_ml"]}, 0,
                        None)
             return []
         if not entry.device or "tank_number" not in entry.device:
             return []
+        tanks = state.setdefault("tanks", {})
         tank = tanks.setdefault(str(entry.device["tank_number"]), _new_tank())
         if entry.kind == "tank.delivery":
             self._book(tank, entry.body["end_wall_time_ms"], {}, _delivered_ml(entry.body),

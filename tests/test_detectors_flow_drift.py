@@ -11,9 +11,10 @@ import pytest
 from meterseal.fraud_rules.engine import Engine
 from meterseal.fraud_rules.facts import StaticFacts, WorkOrder
 from meterseal.fraud_rules import flow_drift
-from meterseal.fraud_rules.flow_drift import (PeerValues, PulseScaling, SelectiveFlow,
+from meterseal.fraud_rules.flow_drift import (PeerValues, PeerView, PulseScaling, SelectiveFlow,
                                               steady_flow_lpm)
 from meterseal.fraud_rules.params import load_params
+from meterseal.fraud_rules.stats import median
 from meterseal.hil.plain_records import Chain, event_body, nozzle, sale_body
 
 DAY_MS = 86400000
@@ -304,18 +305,45 @@ def test_peer_index_stays_what_the_state_holds():
         for key, nozzle in nozzles.items():
             others = sorted(n["median"] for k, n in nozzles.items() if k != key and "median" in n
                             and n["grade"] == nozzle["grade"])
-            assert index.of_peers("S", nozzles, key, nozzle) == fresh.of_peers(
-                "S", nozzles, key, nozzle)
+            assert list(index.of_peers("S", nozzles, key, nozzle)) == list(fresh.of_peers(
+                "S", nozzles, key, nozzle))
             if nozzle["grade"] == 92:
-                assert index.of_peers("S", nozzles, key, nozzle) == others
+                assert list(index.of_peers("S", nozzles, key, nozzle)) == others
     # The only grade-95 nozzle is compared with its dispenser's sibling, 80/1.
-    assert index.of_peers("S", nozzles, "G|80/2", nozzles["G|80/2"]) == [
+    assert list(index.of_peers("S", nozzles, "G|80/2", nozzles["G|80/2"])) == [
         nozzles["G|80/1"]["median"]]
     # A value changed behind the index's back is noticed at the next publish: rebuilt.
     nozzles["G|81/1"]["median"] = 99.0
     index.publish("S", nozzles, "G|81/1", nozzles["G|81/1"], 35.5)
-    assert 35.5 in index.of_peers("S", nozzles, "G|80/1", nozzles["G|80/1"])
-    assert 99.0 not in index.of_peers("S", nozzles, "G|80/1", nozzles["G|80/1"])
+    assert 35.5 in list(index.of_peers("S", nozzles, "G|80/1", nozzles["G|80/1"]))
+    assert 99.0 not in list(index.of_peers("S", nozzles, "G|80/1", nozzles["G|80/1"]))
+
+
+def test_a_peer_view_reads_what_a_copy_without_the_own_value_would_give():
+    """PeerView's count and median, whole and within bounds, equal those of a copy of the list
+    with the own value removed (stats.median), for every own value and bounds, ties included."""
+    rng = random.Random(3)
+    for _ in range(300):
+        values = sorted(rng.choice((30.0, 31.5, 33.0)) if rng.random() < 0.3
+                        else round(rng.uniform(28, 36), 2) for _ in range(rng.randint(1, 12)))
+        own = rng.choice(values + [None])
+        copy = list(values)
+        if own is not None:
+            copy.remove(own)
+        view = PeerView(values, None if own is None else values.index(own))
+        assert list(view) == copy and len(view) == len(copy)
+        if copy:
+            assert view.median() == median(copy)
+        low = rng.uniform(27, 35)
+        high = low + rng.uniform(0, 4)
+        inside = [v for v in copy if low <= v <= high]
+        within = view.within(low, high)
+        assert list(within) == inside and len(within) == len(inside)
+        if inside:
+            assert within.median() == median(inside)
+        else:
+            with pytest.raises(ValueError):
+                within.median()
 
 
 def test_a_sale_is_measured_once_for_both_flow_detectors(monkeypatch):

@@ -172,6 +172,23 @@ def test_price_announced_mismatch_and_new_price_rearms():
         device=nozzle(80, 1))) == []
 
 
+def test_two_gateways_of_a_site_keep_their_nozzle_80_1_apart():
+    """DART addresses are per line: a site's two gateways can both read a nozzle 80/1, and one's
+    latched finding must not silence the other's."""
+    facts = StaticFacts({"GW-1": "SITE-A", "GW-2": "SITE-A"},
+                        prices=[("SITE-A", 92, PRICE, 0)], max_flows={("SITE-A", "80/1"): 40})
+    for detector, bad in ((PriceComputing, {"amount": 99999}),
+                          (FlowPhysics, {"duration_ms": 30000})):
+        engine = _engine(detector, facts)
+        first, second = Chain("GW-1"), Chain("GW-2")
+        found = engine.feed(*_sale(first, 40000, T0, **bad))
+        assert found
+        assert engine.feed(*_sale(first, 40000, T0 + 1, **bad)) == []  # latched on GW-1
+        again = engine.feed(*_sale(second, 40000, T0 + 2, **bad))
+        assert [f.rule for f in again] == [f.rule for f in found]
+        assert {(f.gateway_id, f.device_ref) for f in again} == {("GW-2", "80/1")}
+
+
 # --- physics ---------------------------------------------------------------------------------
 
 def test_physics_honest_fast_and_boundary():
