@@ -145,6 +145,7 @@ def _ingest_part(args, workdir):
                              records_per_gateway=args.ingest_records,
                              connections=args.connections, alert_trials=args.alert_trials,
                              rounds=args.rounds, detection_rounds=args.detection_rounds,
+                             flow_interval_ms=args.flow_interval_ms,
                              postgres=not args.no_postgres)
     figures = bench_ingest.run(plan, workdir, lambda line: print(line, flush=True))
     print("replaying the SQLite store's records through the detectors alone ...", flush=True)
@@ -244,7 +245,9 @@ def add_parser(sub):
             ("--connections", ingest.connections, "gateways held connected to one host"),
             ("--alert-trials", ingest.alert_trials, "forged records timed until their alert shows"),
             ("--detection-rounds", ingest.detection_rounds,
-             "uploads with the detectors off and with them on, alternating")):
+             "uploads with the detectors off and with them on, alternating"),
+            ("--flow-interval-ms", ingest.flow_interval_ms,
+             "the load's flow profile interval in ms; a gateway records one a second")):
         parser.add_argument(option, type=int, default=default, help=f"{help_text} (default {default})")
     parser.add_argument("--no-postgres", action="store_true",
                         help="leave out the PostgreSQL ingest figures")

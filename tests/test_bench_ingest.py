@@ -3,9 +3,11 @@ the real ingest host in its own process, the simulated gateways over loopback, o
 backends. The figures must be consistent (every record sent stored exactly once, every batch
 ACKed, every alert seen); none is compared with a time, since tests never time anything."""
 
+import dataclasses
+
 import pytest
 
-from meterseal.host import bench_backtest, bench_ingest
+from meterseal.host import bench_backtest, bench_ingest, record_parser, verify
 from meterseal.host.simulated_gateway import SITE
 from meterseal.host.storage import open_store
 from meterseal.protocol import uplink as wire
@@ -25,6 +27,23 @@ def test_the_load_is_chained_and_batched_as_a_gateway_batches():
             assert sum(map(len, fields["envelopes"])) <= wire.MAX_BATCH_BYTES
             expected_seq += count
             assert last_seq == expected_seq - 1
+
+
+@pytest.mark.parametrize("interval_ms", [1000, 5000])
+def test_the_loads_sales_carry_a_valid_profile_at_the_plans_interval(interval_ms):
+    """Each sale's profile, read back from its signed record, sums to its volume at the plan's
+    interval: a ramp-up, 36 L/min in 10 mL display steps, a partial last interval."""
+    plan = dataclasses.replace(TINY, flow_interval_ms=interval_ms)
+    steady_ml = 36 * interval_ms // 60
+    for envelope in bench_ingest.envelopes_of(bench_ingest.make_load(plan), 80):
+        body = record_parser.parse(verify.parse_envelope(bytes(envelope)).payload)["body"]
+        profile = body["flow_profile_ml"]
+        assert body["flow_interval_ms"] == interval_ms and sum(profile) == body["volume_ml"]
+        assert profile[:2] == [steady_ml // 3, steady_ml * 4 // 5]
+        assert all(abs(ml - steady_ml) <= 10 for ml in profile[2:-1])
+        assert 0 < profile[-1] <= steady_ml + 10
+    with pytest.raises(bench_ingest.BenchError, match="flow interval must be 1000"):
+        dataclasses.replace(TINY, flow_interval_ms=500)
 
 
 def test_every_record_sent_is_stored_once_and_every_forgery_raises_its_alert(store_url, tmp_path):
