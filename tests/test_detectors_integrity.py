@@ -172,6 +172,26 @@ def test_price_announced_mismatch_and_new_price_rearms():
         device=nozzle(80, 1))) == []
 
 
+def test_a_latched_check_rearms_after_its_clean_sales_and_not_before():
+    """A latched finding fires again only after rearm_after_clean_sales clean sales in a row:
+    the clean sales are counted while the latch is set, and a bad one in between restarts."""
+    rearm = load_params().section("dispenser.price")["rearm_after_clean_sales"]
+    facts = StaticFacts({"GW-1": "SITE-A"}, prices=[("SITE-A", 92, PRICE, 0)])
+    engine, chain = _engine(PriceComputing, facts), Chain("GW-1")
+    at = iter(range(T0, T0 + 10 ** 6))
+
+    def sale(amount=26300):
+        return engine.feed(*_sale(chain, 33333, next(at), amount=amount))
+
+    assert len(sale(26301)) == 1
+    for _ in range(rearm - 1):
+        assert sale() == []
+    assert sale(26301) == []  # one clean sale short: still latched, and counting restarts
+    for _ in range(rearm):
+        assert sale() == []
+    assert [f.rule for f in sale(26301)] == ["dispenser.price.amount"]
+
+
 def test_two_gateways_of_a_site_keep_their_nozzle_80_1_apart():
     """DART addresses are per line: a site's two gateways can both read a nozzle 80/1, and one's
     latched finding must not silence the other's."""
