@@ -137,14 +137,14 @@ class Engine:
         return site
 
     def _route(self, gateway_id, kind):
+        route = (None, [])
         detectors = self._by_kind.get(kind)
-        if not detectors:
-            route = self._routes[gateway_id, kind] = (None, [])
-            return route
-        site_id = self.site_of(gateway_id)
-        site_state = self.sites.setdefault(site_id, {})
-        route = self._routes[gateway_id, kind] = (site_id, [
-            (detector.feed, site_state.setdefault(detector.name, {})) for detector in detectors])
+        if detectors:
+            site_id = self.site_of(gateway_id)
+            site_state = self.sites.setdefault(site_id, {})
+            route = (site_id, [(detector.feed, site_state.setdefault(detector.name, {}))
+                               for detector in detectors])
+        self._routes[gateway_id, kind] = route
         return route
 
     def feed(self, record_id, record):

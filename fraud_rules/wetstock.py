@@ -41,16 +41,14 @@ class Wetstock(Detector):
             tank_number = self.facts.tank_of(entry.site_id, entry.body["grade"])
             if tank_number is None:
                 return []  # no tank known for the grade: the sale is not reconciled
-            tanks = state.setdefault("tanks", {})
-            tank = tanks.get(str(tank_number)) or tanks.setdefault(str(tank_number), _new_tank())
+            tank = _tank(state, tank_number)
             ref = entry.device_ref or "?"
             self._book(tank, entry.body["end_wall_time_ms"], {ref: entry.body["volume_ml"]}, 0,
                        None)
             return []
         if not entry.device or "tank_number" not in entry.device:
             return []
-        tanks = state.setdefault("tanks", {})
-        tank = tanks.setdefault(str(entry.device["tank_number"]), _new_tank())
+        tank = _tank(state, entry.device["tank_number"])
         if entry.kind == "tank.delivery":
             self._book(tank, entry.body["end_wall_time_ms"], {}, _delivered_ml(entry.body),
                        entry.record_id)
@@ -308,6 +306,16 @@ class Wetstock(Detector):
                             observed={"variance_ml": round(day["variance"]),
                                       "sales_ml": day["sales"], "limit_ml": round(limit)},
                             evidence=ids, device=f"tank/{number}")
+
+
+def _tank(state, number):
+    """Tank ``number``'s state, made on first use (not setdefault: a new tank's default would
+    be built on every sale)."""
+    tanks = state.setdefault("tanks", {})
+    tank = tanks.get(str(number))
+    if tank is None:
+        tank = tanks[str(number)] = _new_tank()
+    return tank
 
 
 def _new_tank():

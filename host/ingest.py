@@ -226,9 +226,9 @@ class IngestServer:
             return function(*args)
         finally:
             # The detectors take the records stored meanwhile once no batch waits for the worker
-            # (or when enough have piled up): under load they run on hundreds of records at a
-            # time, with their code and state still in the CPU's caches; one batch at a time,
-            # before its ACK, as before.
+            # (or when enough have piled up): under load they run on several batches at a time
+            # (about 50 records on the ingest bench), which made their own thread about 15 %
+            # cheaper there; a lone batch is still evaluated before its ACK.
             if self._detection is not None and self._jobs_started == self._jobs_submitted:
                 self._detection.flush()
 
