@@ -17,9 +17,12 @@ run so the ratios compare like with like on this machine.
   detectors' cost in it, and each detector's share replaying the same records.
 - The backtest (bench_backtest.py): `meterseal backtest` over a month of a busy forecourt, and
   its split between reading the store and the detectors.
+- ``--part counted`` only (bench_counted.py, under valgrind, about 15 minutes): the detectors'
+  cost in the ingest counted in instructions and callgrind's cycle estimate, which do not vary
+  with the machine's load, for comparing code with code.
 
 ``--part gateway``, ``--part ingest`` or ``--part backtest`` runs one of them; `make bench` runs
-all.
+all three.
 """
 
 import json
@@ -33,7 +36,8 @@ from meterseal.firmware import journal, signer
 from meterseal.hil import micropython
 from meterseal.hil import scenario as scenarios
 from meterseal.hil.site import Site
-from meterseal.host import bench_backtest, bench_ingest, drill, gateway_cli, verify
+from meterseal.host import (bench_backtest, bench_counted, bench_ingest, drill, gateway_cli,
+                            verify)
 from meterseal.host.simulated_gateway import SITE
 from meterseal.protocol import cose
 
@@ -137,17 +141,13 @@ def run(args):
         if args.part in ("all", "backtest"):
             (tmp / "backtest").mkdir()
             _backtest_part(args, tmp / "backtest")
+        if args.part == "counted":
+            _counted_part(args, tmp)
     return 0
 
 
 def _ingest_part(args, workdir):
-    plan = bench_ingest.Plan(gateways=args.ingest_gateways,
-                             records_per_gateway=args.ingest_records,
-                             connections=args.connections, alert_trials=args.alert_trials,
-                             rounds=args.rounds, detection_rounds=args.detection_rounds,
-                             flow_interval_ms=args.flow_interval_ms,
-                             postgres=not args.no_postgres)
-    figures = bench_ingest.run(plan, workdir, lambda line: print(line, flush=True))
+    figures = bench_ingest.run(_ingest_plan(args), workdir, lambda line: print(line, flush=True))
     print("replaying the SQLite store's records through the detectors alone ...", flush=True)
     replayed = bench_backtest.measure(figures["detection_store"], SITE, 0, _ALL_TIME_MS)
     print()
@@ -155,6 +155,22 @@ def _ingest_part(args, workdir):
                        f"detectors alone ({replayed['findings']} findings):"]
     detection_lines += ["  " + line for line in bench_backtest.detector_lines(replayed)]
     for line in bench_ingest.report(figures, detection_lines):
+        print(line)
+
+
+def _ingest_plan(args):
+    return bench_ingest.Plan(gateways=args.ingest_gateways,
+                             records_per_gateway=args.ingest_records,
+                             connections=args.connections, alert_trials=args.alert_trials,
+                             rounds=args.rounds, detection_rounds=args.detection_rounds,
+                             flow_interval_ms=args.flow_interval_ms,
+                             postgres=not args.no_postgres)
+
+
+def _counted_part(args, workdir):
+    figures = bench_counted.run(_ingest_plan(args), workdir, lambda line: print(line, flush=True))
+    print()
+    for line in bench_counted.report(figures):
         print(line)
 
 
@@ -234,10 +250,11 @@ def add_parser(sub):
     parser.add_argument("--day-visits", type=int, default=60,
                         help="visits of the dispenser day for the whole-gateway heap (default 60)")
     parser.add_argument("--rounds", type=int, default=4, help="passes over the records per rate (default 4)")
-    parser.add_argument("--part", choices=("all", "gateway", "ingest", "backtest"),
+    parser.add_argument("--part", choices=("all", "gateway", "ingest", "backtest", "counted"),
                         default="all",
                         help="the gateway figures (MicroPython), the ingest host's, the "
-                             "backtest's, or all (default all)")
+                             "backtest's, all three (default), or the detectors' cost in the "
+                             "ingest counted under valgrind (slow; not part of all)")
     ingest = bench_ingest.Plan()
     for option, default, help_text in (
             ("--ingest-gateways", ingest.gateways, "gateways uploading at once for the ingest rate"),

@@ -244,14 +244,18 @@ def _raise_fd_limit(needed):
 
 class HostProcess:
     """``python -m meterseal.host.ingest --db DB`` on 127.0.0.1, any free port, pinned to
-    ``core``; its log goes to ``log_path``."""
+    ``core``; its log goes to ``log_path``. ``wrapper``: the command it runs under (valgrind),
+    which may make it slow to start."""
 
-    def __init__(self, db, core, log_path, fds=1024, detection=True):
+    def __init__(self, db, core, log_path, fds=1024, detection=True, wrapper=(),
+                 start_timeout_s=_HOST_START_TIMEOUT_S):
         self.db = db
         self.detection = detection
         self.core = core
         self.log_path = log_path
         self.fds = fds
+        self.wrapper = list(wrapper)
+        self.start_timeout_s = start_timeout_s
         self.port = None
         self._process = None
 
@@ -260,15 +264,16 @@ class HostProcess:
         _raise_fd_limit(self.fds)
 
     def start(self):
-        command = [sys.executable, "-m", "meterseal.host.ingest", "--db", str(self.db),
-                   "--port", "0", "--max-records-per-s", str(_UNLIMITED_RECORDS_PER_S),
-                   "--detection" if self.detection else "--no-detection"]
+        command = self.wrapper + [
+            sys.executable, "-m", "meterseal.host.ingest", "--db", str(self.db), "--port", "0",
+            "--max-records-per-s", str(_UNLIMITED_RECORDS_PER_S),
+            "--detection" if self.detection else "--no-detection"]
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
                                              stdin=subprocess.DEVNULL, text=True,
                                              preexec_fn=self._in_child)
         # The one line it prints once it listens: "meterseal ingest: listening on HOST:PORT (DB)"
-        ready, _, _ = select.select([self._process.stdout], [], [], _HOST_START_TIMEOUT_S)
+        ready, _, _ = select.select([self._process.stdout], [], [], self.start_timeout_s)
         line = self._process.stdout.readline() if ready else ""
         if "listening on" not in line:
             self.stop()
@@ -278,6 +283,10 @@ class HostProcess:
     def _last_log_line(self):
         lines = Path(self.log_path).read_text(errors="replace").strip().splitlines()
         return lines[-1] if lines else "no output"
+
+    @property
+    def pid(self):
+        return self._process.pid
 
     def _proc(self, name):
         return Path(f"/proc/{self._process.pid}/{name}").read_text()
@@ -294,17 +303,17 @@ class HostProcess:
         fields = self._proc("stat").rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def stop(self):
-        """SIGTERM, and a clean exit within _HOST_STOP_TIMEOUT_S; BenchError otherwise."""
+    def stop(self, timeout_s=_HOST_STOP_TIMEOUT_S):
+        """SIGTERM, and a clean exit within ``timeout_s``; BenchError otherwise."""
         if self._process is None or self._process.poll() is not None:
             return
         self._process.send_signal(signal.SIGTERM)
         try:
-            code = self._process.wait(_HOST_STOP_TIMEOUT_S)
+            code = self._process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-            raise BenchError(f"the ingest host did not stop within {_HOST_STOP_TIMEOUT_S} s")
+            raise BenchError(f"the ingest host did not stop within {timeout_s} s")
         finally:
             self._process.stdout.close()
         if code != 0:
@@ -314,21 +323,21 @@ class HostProcess:
 # --- the measurements ---------------------------------------------------------------------------
 
 
-async def open_session(gateway_id, key, port):
+async def open_session(gateway_id, key, port, timeout_s=_ANSWER_TIMEOUT_S):
     session = UplinkSession(gateway_id, key)
-    answer = await session.handshake(port, timeout_s=_ANSWER_TIMEOUT_S)
+    answer = await session.handshake(port, timeout_s=timeout_s)
     if answer is None or answer[0] != wire.ACK:
         await session.close()
         raise BenchError(f"gateway {gateway_id}: the host answered AUTH with {answer!r}")
     return session
 
 
-async def upload(session, frames):
+async def upload(session, frames, timeout_s=_ANSWER_TIMEOUT_S):
     """Send ``frames`` stop-and-wait, each after the ACK of the one before; the records ACKed."""
     acked = 0
     for frame, last_seq, count in frames:
         session.write(frame)
-        answer = await session.receive(_ANSWER_TIMEOUT_S)
+        answer = await session.receive(timeout_s)
         if answer is None or answer[0] != wire.ACK or answer[1].get("seq") != last_seq:
             raise BenchError(f"gateway {session.gateway_id}: the batch up to seq {last_seq} was "
                              f"answered with {answer!r}")
@@ -425,12 +434,11 @@ def _check_stored(db, load, trials):
         return sum(store.outcome_counts().values())
 
 
-def measure_backend(db, load, trials, host_core, log_path, detection=True):
-    """Throughput and alert latency against the store at ``db`` (empty): provisions the load's
-    and the trials' gateways, runs the host (its detectors on or off), then checks what the
-    store holds."""
+def provision_load(db, load, trials=()):
+    """Register the load's gateways (and the alert trials') in the store at ``db``, with their
+    dispensers."""
     with open_store(db) as store:
-        for gateway_id, key in [(g.gateway_id, g.key) for g in load] + trials:
+        for gateway_id, key in [(g.gateway_id, g.key) for g in load] + list(trials):
             provision(store, gateway_id, key.public_key())
         # The load's dispensers registered with their model, as an installer would: the
         # detectors then also compare the site with the same model elsewhere.
@@ -440,6 +448,13 @@ def measure_backend(db, load, trials, host_core, log_path, detection=True):
                     gateway.gateway_id, str(address), "dispenser", model=_DISPENSER_MODEL,
                     serial=f"{gateway.gateway_id}-{address}", type_approval_cert="BENCH",
                     expected_software_id="BENCH-DISPENSER")
+
+
+def measure_backend(db, load, trials, host_core, log_path, detection=True):
+    """Throughput and alert latency against the store at ``db`` (empty): provisions the load's
+    and the trials' gateways, runs the host (its detectors on or off), then checks what the
+    store holds."""
+    provision_load(db, load, trials)
     host = HostProcess(db, host_core, log_path, detection=detection)
     host.start()
     try:
