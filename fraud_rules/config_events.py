@@ -88,7 +88,12 @@ class UnauthorisedChange(Detector):
             return []  # a dispenser that reports none of them: nothing to compare
         address = entry.device["dispenser_address"]
         key = f"{entry.gateway_id}|{address}"
-        known = state.setdefault("dispensers", {}).setdefault(key, {})
+        dispensers = state.get("dispensers")
+        if dispensers is None:  # not setdefault: its default would be built on every sale
+            dispensers = state["dispensers"] = {}
+        known = dispensers.get(key)
+        if known is None:
+            known = dispensers[key] = {}
         event_seq = state.get("events", {}).get(key)
         findings = []
         for field, works in _SILENT_FIELDS.items():

@@ -64,7 +64,9 @@ class TotalizerContinuity(Detector):
         return []
 
     def _nozzle(self, state, key, entry, total):
-        nozzles = state.setdefault("nozzles", {})
+        nozzles = state.get("nozzles")
+        if nozzles is None:  # not setdefault: its default would be built on every sale
+            nozzles = state["nozzles"] = {}
         nozzle = nozzles.get(key)
         if nozzle is None:
             nozzle = nozzles[key] = {"total": total, "floor": total, "rid": entry.record_id,
@@ -365,7 +367,10 @@ class PulseCrossCheck(Detector):
         level = ewma(nozzle.get("ewma", 0.0), deviation, p["ewma_weight"])
         nozzle["ewma"] = level
         nozzle["sales"] = nozzle.get("sales", 0) + 1
-        push_window(nozzle.setdefault("recent", []), entry.record_id, p["evidence_sales"])
+        recent = nozzle.get("recent")
+        if recent is None:
+            recent = nozzle["recent"] = []
+        push_window(recent, entry.record_id, p["evidence_sales"])
         if nozzle.get("fired"):
             if abs(level) < p["tolerance"] / 2:  # hysteresis: back to honest, re-armed
                 nozzle["fired"] = False

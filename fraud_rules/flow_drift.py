@@ -104,7 +104,7 @@ class _FlowDetector(Detector):
         return flow if intervals >= min_intervals else None
 
     def measured(self, entry, state):
-        """(flow, key, the site's nozzles, this nozzle's state, [record id, seq, time]) for a
+        """(flow, key, the site's nozzles, this nozzle's state, (record id, seq, time)) for a
         qualifying sale, else None; the flow is worked out once for every flow detector that
         selects sales alike. Nozzles are keyed by gateway and device: DART addresses are per
         line, so two gateways of one site can both read a nozzle 80/1."""
@@ -123,7 +123,9 @@ class _FlowDetector(Detector):
             nozzle = nozzles[key] = {
                 "grade": entry.body["grade"],
                 "dispenser": f"{entry.gateway_id}|{entry.device['dispenser_address']}"}
-        return flow, key, nozzles, nozzle, [entry.record_id, entry.seq, entry.wall_time_ms]
+        # A tuple of numbers: once a collection has seen it the garbage collector no longer
+        # tracks it, where a window of lists would be walked at every full collection.
+        return flow, key, nozzles, nozzle, (entry.record_id, entry.seq, entry.wall_time_ms)
 
 
 def _replace_sorted(values, old, new):
@@ -342,7 +344,7 @@ class PulseScaling(_FlowDetector):
         crossed = cusum(side, z, p["k"], p["h"]) == 1
         side["lo"] = 0.0  # one-sided: only over-registration is a cheat
         if crossed or side["hi"] > 0:
-            push_window(run, row + [excess], p["max_evidence"])
+            push_window(run, (*row, excess), p["max_evidence"])
         else:
             run.clear()
         # Re-arm after the excess has gone: the CUSUM back at zero for rearm_sales sales.
@@ -468,6 +470,12 @@ class PulseScaling(_FlowDetector):
                             evidence=[r[0] for r in rows])
 
 
+def _window():
+    """A rolling window of sales: (flow, record id, seq, time) in arrival order, and the flows
+    sorted."""
+    return {"rows": [], "sorted": []}
+
+
 class SelectiveFlow(_FlowDetector):
     """Flow that depends on draw size (the part of large draws past ``split_ml`` against small
     and medium draws) or on the time of day (one block of hours against the rest)."""
@@ -487,7 +495,7 @@ class SelectiveFlow(_FlowDetector):
         p = self.params
         size = nozzle.get("size")
         if size is None:  # not setdefault: its default would be built on every sale
-            size = nozzle["size"] = {"small": {"rows": []}, "large": {"rows": []}}
+            size = nozzle["size"] = {"small": _window(), "large": _window()}
         if entry.body["volume_ml"] < p["split_ml"]:
             self._push(size["small"], flow, row)
         else:
@@ -501,7 +509,7 @@ class SelectiveFlow(_FlowDetector):
         block_key = str(block)
         inside = blocks.get(block_key)
         if inside is None:
-            inside = blocks[block_key] = {"rows": []}
+            inside = blocks[block_key] = _window()
         self._push(inside, flow, row)
         if not _due(nozzle, "check_due", p["check_every"]):
             return []
@@ -522,8 +530,8 @@ class SelectiveFlow(_FlowDetector):
     def _push(self, window, flow, row):
         """Add a sale to a window, which keeps its flows sorted too, so that no check re-sorts a
         window."""
-        rows, ordered = window["rows"], window.setdefault("sorted", [])
-        rows.append([flow, *row])
+        rows, ordered = window["rows"], window["sorted"]
+        rows.append((flow, *row))
         insort(ordered, flow)
         if len(rows) > self.params["window_sales"]:
             del ordered[bisect_left(ordered, rows.pop(0)[0])]

@@ -311,7 +311,9 @@ class Wetstock(Detector):
 def _tank(state, number):
     """Tank ``number``'s state, made on first use (not setdefault: a new tank's default would
     be built on every sale)."""
-    tanks = state.setdefault("tanks", {})
+    tanks = state.get("tanks")
+    if tanks is None:
+        tanks = state["tanks"] = {}
     tank = tanks.get(str(number))
     if tank is None:
         tank = tanks[str(number)] = _new_tank()

@@ -2,6 +2,7 @@
 the emulator's hydraulics (full trigger at 0.92 x max, AR(1) noise, ramps, 10 mL display steps,
 1 s flow profile, dead time between lift, trigger and hang-up), with and without scaling."""
 
+import gc
 import json
 import math
 import random
@@ -360,6 +361,23 @@ def test_a_sale_is_measured_once_for_both_flow_detectors(monkeypatch):
         engine.feed(record_id, record)
     qualifying = [r["body"]["volume_ml"] for _, r in records if r["body"]["volume_ml"] >= 10000]
     assert measured == qualifying
+
+
+def test_the_windows_sales_leave_the_garbage_collector_nothing_to_walk():
+    """A host keeps thousands of nozzles' windows, and each full collection walks every object
+    the collector tracks. A sale in a window is a tuple of numbers, which a collection stops
+    tracking (a list it would track for good)."""
+    engine = Engine(load_params(), StaticFacts(), detectors=[PulseScaling, SelectiveFlow])
+    for record_id, record in forecourt(seed=5, days=4, nozzles=((80, 1),)):
+        engine.feed(record_id, record)
+    gc.collect()
+    (site,) = engine.sites.values()
+    selective = site["dispenser.selective"]["nozzles"]["GW-FLOW|80/1"]
+    windows = [*selective["size"].values(), *selective["hours"].values()]
+    sales = [row for window in windows for row in window["rows"]]
+    sales += site["dispenser.pulse_scaling"]["nozzles"]["GW-FLOW|80/1"]["window_ids"]
+    assert len(sales) > 200
+    assert [row for row in sales if gc.is_tracked(row)] == []
 
 
 def model_fleet(gain, honest_sites=4, days=3):
