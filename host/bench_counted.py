@@ -16,9 +16,10 @@ the budget is on the timed one. The counts are for comparing code with code.
 """
 
 import asyncio
-import shutil
 import os
+import shutil
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,24 +88,20 @@ def _control(tool, pid, flag):
                          f"{(done.stderr or done.stdout).strip() or done.returncode}")
 
 
-async def _counted_upload(host, load, control):
-    sessions = [await bench_ingest.open_session(g.gateway_id, g.key, host.port,
-                                                _ANSWER_TIMEOUT_S) for g in load]
-    try:
-        # Each gateway's first batch loads its checker on the host: outside the count.
-        await asyncio.gather(*(bench_ingest.upload(s, g.frames[:1], _ANSWER_TIMEOUT_S)
-                               for s, g in zip(sessions, load)))
-        _control(control, host.pid, "--zero")
-        counted = await asyncio.gather(*(bench_ingest.upload(s, g.frames[1:], _ANSWER_TIMEOUT_S)
-                                         for s, g in zip(sessions, load)))
-        _control(control, host.pid, "--dump")
-    finally:
-        await asyncio.gather(*(s.close() for s in sessions))
-    return sum(counted)
+@contextmanager
+def _counted(control, pid):
+    """Callgrind's counters zeroed on entry and dumped on exit."""
+    _control(control, pid, "--zero")
+    yield
+    _control(control, pid, "--dump")
 
 
 async def _both_arms(hosts, load, control):
-    return await asyncio.gather(*(_counted_upload(host, load, control) for host in hosts))
+    """The records counted on each host (each gateway's first batch is before the count)."""
+    uploads = await asyncio.gather(*(
+        bench_ingest.upload_load(host, load, _counted(control, host.pid), _ANSWER_TIMEOUT_S)
+        for host in hosts))
+    return [counted for _, counted in uploads]
 
 
 def run(plan, workdir, say):

@@ -289,7 +289,7 @@ class HostProcess:
         return self._process.pid
 
     def _proc(self, name):
-        return Path(f"/proc/{self._process.pid}/{name}").read_text()
+        return Path(f"/proc/{self.pid}/{name}").read_text()
 
     def rss_bytes(self):
         for line in self._proc("status").splitlines():
@@ -345,21 +345,43 @@ async def upload(session, frames, timeout_s=_ANSWER_TIMEOUT_S):
     return acked
 
 
-async def _throughput(host, load):
-    sessions = [await open_session(g.gateway_id, g.key, host.port) for g in load]
+async def upload_load(host, load, measured, timeout_s=_ANSWER_TIMEOUT_S):
+    """Upload ``load`` to ``host``, a session per gateway: each gateway's first batch, which
+    loads its checker on the host, before the context manager ``measured`` is entered, and the
+    rest inside it. Returns the records ACKed before and inside."""
+    sessions = [await open_session(g.gateway_id, g.key, host.port, timeout_s) for g in load]
     try:
-        # Each gateway's first batch loads its checker on the host: outside the clock.
-        warmed = await asyncio.gather(*(upload(s, g.frames[:1]) for s, g in zip(sessions, load)))
-        cpu_start_s, start = host.cpu_s(), time.perf_counter()
-        timed = await asyncio.gather(*(upload(s, g.frames[1:]) for s, g in zip(sessions, load)))
-        elapsed_s = time.perf_counter() - start
-        # /proc counts CPU in clock ticks: a tiny load can take less than one.
-        cpu_s = max(host.cpu_s() - cpu_start_s, 1 / os.sysconf("SC_CLK_TCK"))
+        warmed = await asyncio.gather(*(upload(s, g.frames[:1], timeout_s)
+                                        for s, g in zip(sessions, load)))
+        with measured:
+            timed = await asyncio.gather(*(upload(s, g.frames[1:], timeout_s)
+                                           for s, g in zip(sessions, load)))
     finally:
         await asyncio.gather(*(s.close() for s in sessions))
-    return {"acked": sum(warmed) + sum(timed), "timed_records": sum(timed),
-            "elapsed_s": elapsed_s, "records_per_s": sum(timed) / elapsed_s,
-            "records_per_cpu_s": sum(timed) / cpu_s, "host_cpu_share": cpu_s / elapsed_s}
+    return sum(warmed), sum(timed)
+
+
+class _HostClock:
+    """Wall time and the host's CPU time while entered."""
+
+    def __init__(self, host):
+        self.host = host
+
+    def __enter__(self):
+        self._cpu_start_s, self._start = self.host.cpu_s(), time.perf_counter()
+
+    def __exit__(self, *_):
+        self.elapsed_s = time.perf_counter() - self._start
+        # /proc counts CPU in clock ticks: a tiny load can take less than one.
+        self.cpu_s = max(self.host.cpu_s() - self._cpu_start_s, 1 / os.sysconf("SC_CLK_TCK"))
+
+
+async def _throughput(host, load):
+    clock = _HostClock(host)
+    warmed, timed = await upload_load(host, load, clock)
+    return {"acked": warmed + timed, "timed_records": timed, "elapsed_s": clock.elapsed_s,
+            "records_per_s": timed / clock.elapsed_s, "records_per_cpu_s": timed / clock.cpu_s,
+            "host_cpu_share": clock.cpu_s / clock.elapsed_s}
 
 
 async def _alert_latencies(host, trials, reader):
