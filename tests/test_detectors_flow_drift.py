@@ -13,7 +13,7 @@ from meterseal.fraud_rules.engine import Engine
 from meterseal.fraud_rules.facts import StaticFacts, WorkOrder
 from meterseal.fraud_rules import flow_drift
 from meterseal.fraud_rules.flow_drift import (PeerValues, PeerView, PulseScaling, SelectiveFlow,
-                                              steady_flow_lpm)
+                                              steady_flow_lpm, tail_flow_lpm)
 from meterseal.fraud_rules.params import load_params
 from meterseal.fraud_rules.stats import median
 from meterseal.hil.plain_records import Chain, event_body, nozzle, sale_body
@@ -115,6 +115,33 @@ def test_steady_flow_ignores_ramps_creep_and_dead_time():
     assert steady_flow_lpm({"flow_interval_ms": 1000, "flow_profile_ml": []}, 0.15) == (None, 0)
     assert steady_flow_lpm({"flow_interval_ms": 1000, "flow_profile_ml": [0] * 9}, 0.15) == (
         None, 0)
+
+
+def test_the_tail_starts_where_a_walk_from_the_first_interval_reaches_the_split():
+    """The tail's first interval, found from the volume's share of the intervals, is the one a
+    walk that adds interval by interval stops at: zero intervals (pauses), ramps, a split on an
+    interval's end, before the first interval and past the last."""
+    def walked(profile, split_ml):
+        dispensed = 0
+        for start, interval_ml in enumerate(profile, 1):
+            dispensed += interval_ml
+            if dispensed >= split_ml:
+                return start
+        return None
+
+    rng = random.Random(11)
+    for _ in range(3000):
+        profile = [rng.choice((0, 0, 10, 300, 600, 610, 620, 3000))
+                   for _ in range(rng.randint(0, 40))]
+        for split_ml in (-1, 0, 1, 600, 1210, sum(profile), sum(profile) + 1,
+                         rng.randint(1, 25000)):
+            assert flow_drift._tail_start(profile, split_ml) == walked(profile, split_ml)
+    body = {"flow_interval_ms": 1000,
+            "flow_profile_ml": [300, 600, 0, 600, 600, 610, 700, 700, 710, 700, 690, 50]}
+    # 4 L is reached within the eighth interval (4110 mL after it): the tail is the ninth on,
+    # without the last.
+    assert flow_drift._tail_start(body["flow_profile_ml"], 4000) == 8
+    assert tail_flow_lpm(body, 4000, 0.15) == (pytest.approx(700 * 60 / 1000), 3)
 
 
 def test_hostile_sales_do_not_crash():
