@@ -24,6 +24,7 @@ from meterseal.fraud_rules import Engine, Facts, WorkOrder, load_params
 from meterseal.fraud_rules.engine import CHECKPOINT_FORMAT
 from meterseal.host import record_parser, verify
 from meterseal.host.storage import MAX_PAGE_SIZE, STORED, StorageError
+from meterseal.host.storage.detection import FLEET_ROW
 
 log = logging.getLogger("meterseal.detection")
 
@@ -43,9 +44,6 @@ DEVICES_REREAD_S = 60.0
 # Records taken from committed batches are fed to the detectors when the ingest's worker has
 # no batch waiting (LiveDetection.flush), or once this many wait.
 CHUNK_RECORDS = 500
-# The detector_checkpoints row of the state every site shares (Engine.fleet_checkpoint); no
-# site is named so: site ids are an officer's names, this is not one.
-FLEET_ROW = "*"
 
 
 class StoreFacts(Facts):

@@ -177,6 +177,10 @@ def test_registry_crud(site):
                                                "address": "1 Main St"}).status_code == 201
     assert [s["site_id"] for s in site.call("officer", "GET", "/sites").json()] == ["S2", "SITE-1"]
     _error(site.call(admin, "POST", "/sites", {"site_id": "S2", "name": "again"}), 409)
+    # The detectors' shared state is saved under site id "*": no site may take it.
+    assert "reserved" in _error(site.call(admin, "POST", "/sites",
+                                          {"site_id": "*", "name": "Star"}), 409)
+    assert "*" not in [s["site_id"] for s in site.call("officer", "GET", "/sites").json()]
 
     software = "meterseal-gw 0.1.0 sha256:" + "ab" * 32
     created = site.call(admin, "POST", "/gateways", {"gateway_id": "GW-2", "serial": "SN-9",

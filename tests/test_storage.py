@@ -14,6 +14,7 @@ import pytest
 from meterseal.firmware.signer import SoftwareSigner
 from meterseal.host import chain, verify
 from meterseal.host.storage import store as storage_module
+from meterseal.host.storage.detection import FLEET_ROW
 from meterseal.host.storage import (FORK, LATEST_VERSION, OUTCOMES, QUARANTINED, REPLAY, STORED,
                                     NewFinding, StorageError, migrations, open_backend, open_store,
                                     postgres)
@@ -574,6 +575,12 @@ def test_without_psycopg_the_error_says_what_to_install(monkeypatch):
 
 
 # --- registry -------------------------------------------------------------------------------------
+
+
+def test_the_site_id_of_the_detectors_shared_state_is_refused(store):
+    with pytest.raises(StorageError, match="reserved"):
+        store.registry.add_site(FLEET_ROW, "Star")
+    assert store.registry.sites() == []
 
 
 def test_the_registry_holds_sites_gateways_keys_and_devices(store):

@@ -16,6 +16,10 @@ from . import audit
 from .errors import StorageError
 from .rows import columns
 
+# The detector_checkpoints row of the state every site shares (Engine.fleet_checkpoint). No site
+# may take this id: the registry refuses it (Registry.add_site).
+FLEET_ROW = "*"
+
 
 @dataclass(frozen=True)
 class WorkOrderEntry:

@@ -12,6 +12,7 @@ from dataclasses import astuple
 from meterseal.host import verify
 from meterseal.protocol import cose
 
+from .detection import FLEET_ROW
 from .errors import StorageError
 from .migrations import DEVICE_TYPES, GATEWAY_STATUSES
 from .rows import Device, Gateway, GatewayKey, Site, columns
@@ -56,6 +57,9 @@ class Registry:
     # --- sites and gateways ---------------------------------------------------------------------
 
     def add_site(self, site_id, name, address=None):
+        if site_id == FLEET_ROW:
+            raise StorageError(f"site id {site_id!r} is reserved: the detectors keep the state "
+                               "that every site shares under it; choose another")
         with self._backend.transaction():
             return self._insert(Site(site_id, name, address), f"site {site_id}")
 
