@@ -17,12 +17,12 @@ DUMP = """# callgrind format
 version: 1
 creator: callgrind-3.19.0
 cmd: python -m meterseal.host.ingest
-events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
-summary: 2000 900 400 30 50 20 6
+events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim
+summary: 2000 900 400 30 50 20 6 0 0 300 40 25 20
 fl=(1) x.c
 fn=(1) f
-0 2000 900 400 30 50 20 6
-totals: 2100 900 400 30 50 20 6
+0 2000 900 400 30 50 20 6 0 0 300 40 25 20
+totals: 2100 900 400 30 50 20 6 0 0 300 40 25 20
 """
 
 
@@ -38,16 +38,22 @@ def test_a_dump_is_read_per_record_with_its_left_out_zeros():
     counts = bench_counted.parse_dump(DUMP, records=10)
     assert counts.instructions == 200  # the summary (since zeroing), not the totals line
     assert counts.first_level_misses == (30 + 50 + 20) / 10
-    assert counts.last_level_misses == 6 / 10  # DLmr and DLmw left out: zero
-    assert counts.cycle_estimate == 200 + 10 * 10 + 100 * 0.6
+    assert counts.last_level_misses == 6 / 10  # DLmr and DLmw zero
+    assert counts.mispredicted_branches == (40 + 20) / 10
+    assert counts.cycle_estimate == 200 + 10 * 6 + 10 * 10 + 100 * 0.6
+    # Trailing zero counts are left out of the summary: no indirect branch mispredicted.
+    left_out = DUMP.replace("summary: 2000 900 400 30 50 20 6 0 0 300 40 25 20",
+                            "summary: 2000 900 400 30 50 20 6 0 0 300 40 25")
+    assert bench_counted.parse_dump(left_out, records=10).mispredicted_branches == 40 / 10
 
 
 @pytest.mark.parametrize("text, message", [
     ("events: Ir\n", "no events and summary"),
     ("events: Ir\nsummary: 5 6\n", "no events and summary"),
     ("events: Ir Dr\nsummary: 5 6\n", "lacks I1mr"),
+    ("events: Ir I1mr D1mr D1mw ILmr DLmr DLmw\nsummary: 5\n", "lacks Bcm, Bim"),
 ])
-def test_a_dump_that_is_not_a_cache_simulation_is_a_clear_error(text, message):
+def test_a_dump_without_the_cache_and_branch_simulations_is_a_clear_error(text, message):
     with pytest.raises(bench_ingest.BenchError, match=message):
         bench_counted.parse_dump(text, records=1)
 
@@ -71,7 +77,7 @@ def test_the_counted_part_runs_both_hosts_under_callgrind_and_reports(tmp_path):
     # start (an interpreter importing cryptography, SQLite and the detectors) would add tens of
     # millions a record here if the counters were not zeroed after it.
     assert with_.instructions < 5e6
-    assert without.first_level_misses > 0
+    assert without.first_level_misses > 0 and without.mispredicted_branches > 0
     for arm in ("without", "with"):
         with open_store(tmp_path / f"counted-{arm}.db") as store:
             assert sum(store.outcome_counts().values()) == 48
