@@ -9,7 +9,7 @@ is one alert, not one per sale.
 
 from .engine import Detector
 from .finding import litres, percent, utc_text
-from .stats import ewma, push_window
+from .stats import ewma, median, push_window
 
 _PPM = 1000000
 
@@ -342,29 +342,47 @@ class PulseCrossCheck(Detector):
     """The gateway's own pulse count against the dispenser's volume: a ``pulse_mismatch`` event
     at once, and an EWMA of each nozzle's per-sale deviation (reported / pulse volume - 1) for
     the small steady board the per-sale threshold never trips. The EWMA starts at 0 (an honest
-    dispenser and the gateway count the same pulses), so a board shows from its first sales."""
+    dispenser and the gateway count the same pulses), so a board shows from its first sales.
+
+    An authorised calibration may rightly move the dispenser's volume against the pulses (a new
+    K-factor in the dispenser, the gateway's sealed one unchanged): its nozzles then learn their
+    new deviation (``offset``, the median of ``baseline_sales`` judged sales) and the EWMA
+    follows the deviation from it. ``relearn`` names the reworked dispensers, so that a nozzle
+    first judged after the work learns too."""
 
     name = "dispenser.pulse_crosscheck"
     kinds = ("fuel.sale", "event")
 
     def feed(self, entry, state):
         if entry.kind == "event":
-            if entry.event_type != "pulse_mismatch":
-                return []
-            return self._mismatch(entry, state.setdefault(entry.device_key, {}))
+            if entry.event_type == "pulse_mismatch":
+                return self._mismatch(entry, state.setdefault(entry.device_key, {}))
+            self._after_work(entry, state)
+            return []
         body = entry.body
         if body.get("pulse_volume_ml") is None:
             return []
         nozzle = state.get(entry.device_key)
         if nozzle is None:
             nozzle = state[entry.device_key] = {}
+            relearn = state.get("relearn")
+            if relearn and entry.device_key.rsplit("/", 1)[0] in relearn:
+                nozzle["learning"] = []
         nozzle["clean"] = nozzle.get("clean", 0) + 1
         pulse_ml, volume = body["pulse_volume_ml"], body["volume_ml"]
         if pulse_ml <= 0 or pulse_ml < self.params["min_volume_ml"]:
             return []
         p = self.params
         deviation = volume / pulse_ml - 1
-        level = ewma(nozzle.get("ewma", 0.0), deviation, p["ewma_weight"])
+        learning = nozzle.get("learning")
+        if learning is not None:
+            learning.append(deviation)
+            if len(learning) >= p["baseline_sales"]:
+                nozzle["offset"] = median(learning)
+                del nozzle["learning"]
+            return []
+        offset = nozzle.get("offset", 0.0)
+        level = ewma(nozzle.get("ewma", 0.0), deviation - offset, p["ewma_weight"])
         nozzle["ewma"] = level
         nozzle["sales"] = nozzle.get("sales", 0) + 1
         recent = nozzle.get("recent")
@@ -379,21 +397,42 @@ class PulseCrossCheck(Detector):
             return []
         nozzle["fired"] = True
         seq, ref, at = entry.seq, entry.device_ref, utc_text(entry.wall_time_ms)
+        runs = percent(level + offset)
+        expected_en, expected_zh = "0", "0"
+        if offset:
+            expected_en = f"{percent(offset)} (learnt after authorised work)"
+            expected_zh = f"{percent(offset)}（授权作业后重新学习的值）"
         return [self.finding(
             entry, rule=f"{self.name}.trend", severity="high",
             score=min(1.0, 0.6 + abs(level) * 40),
-            en=(f"Nozzle {ref}: the dispenser's volume runs {percent(level)} against the "
+            en=(f"Nozzle {ref}: the dispenser's volume runs {runs} against the "
                 f"gateway's own pulse count (EWMA over {nozzle['sales']} sales of at least "
-                f"{litres(p['min_volume_ml'])}); expected 0 within ±{p['tolerance'] * 100:.2f} %. "
-                f"Latest: sale seq {seq} at {at}, {volume} mL reported vs {pulse_ml} mL from "
-                f"pulses ({percent(deviation)})."),
-            zh=(f"油枪 {ref}：加油机报的油量相对网关自己计的脉冲偏差 {percent(level)}"
+                f"{litres(p['min_volume_ml'])}); expected {expected_en} within "
+                f"±{p['tolerance'] * 100:.2f} %. Latest: sale seq {seq} at {at}, {volume} mL "
+                f"reported vs {pulse_ml} mL from pulses ({percent(deviation)})."),
+            zh=(f"油枪 {ref}：加油机报的油量相对网关自己计的脉冲偏差 {runs}"
                 f"（{nozzle['sales']} 笔不少于 {litres(p['min_volume_ml'])} 的交易的 EWMA）；"
-                f"应为 0，容差 ±{p['tolerance'] * 100:.2f} %。最近一笔：交易 seq {seq}（{at}），"
-                f"报 {volume} mL，脉冲折合 {pulse_ml} mL（{percent(deviation)}）。"),
-            observed={"ewma_deviation": round(level, 6), "sales": nozzle["sales"],
-                      "volume_ml": volume, "pulse_volume_ml": pulse_ml},
+                f"应为 {expected_zh}，容差 ±{p['tolerance'] * 100:.2f} %。最近一笔：交易 seq "
+                f"{seq}（{at}），报 {volume} mL，脉冲折合 {pulse_ml} mL（{percent(deviation)}）。"),
+            observed={"ewma_deviation": round(level, 6), "offset": round(offset, 6),
+                      "sales": nozzle["sales"], "volume_ml": volume, "pulse_volume_ml": pulse_ml},
             evidence=list(nozzle["recent"]))]
+
+    def _after_work(self, entry, state):
+        """Authorised work on a dispenser: each of its nozzles learns its deviation afresh."""
+        dispenser = self.reworked_dispenser(entry)
+        if dispenser is None:
+            return
+        relearn = state.get("relearn")
+        if relearn is None:
+            relearn = state["relearn"] = {}
+        relearn[dispenser] = entry.seq
+        prefix = dispenser + "/"
+        for key, nozzle in state.items():
+            if key.startswith(prefix):
+                for field in ("ewma", "fired", "offset"):
+                    nozzle.pop(field, None)
+                nozzle["learning"] = []
 
     def _mismatch(self, entry, nozzle):
         clean = nozzle.get("clean")

@@ -12,6 +12,10 @@ from .finding import Finding
 
 CHECKPOINT_FORMAT = 1
 ENTRY_DEVICE = object()  # Detector.finding's default: the device the entry names
+# Work after which a dispenser may rightly report differently: detectors that learn what is
+# normal for it (its flow, its volume against the gateway's pulses) learn it afresh, when the
+# work was authorised.
+REBASELINE_WORK = ("calibration", "parameter_change", "device_identity_changed")
 
 
 def device_ref(device):
@@ -84,6 +88,17 @@ class Detector(ABC):
     @abstractmethod
     def feed(self, entry, state):
         """This detector's Findings for ``entry``; ``state`` is updated in place."""
+
+    def reworked_dispenser(self, entry):
+        """The dispenser ("GW-1|80") that an event reports authorised REBASELINE_WORK on (a work
+        order covers it), else None. Unauthorised work is config.unauthorised_change's finding,
+        and what the detectors learnt stays, so a cheat done that way is seen by them too."""
+        device = entry.device or {}
+        if (entry.event_type not in REBASELINE_WORK or "dispenser_address" not in device
+                or not self.facts.work_order(entry.site_id, entry.gateway_id, entry.device_ref,
+                                             entry.event_type, entry.wall_time_ms)):
+            return None
+        return f"{entry.gateway_id}|{device['dispenser_address']}"
 
     def finding(self, entry, *, severity, score, en, zh, observed, evidence, rule=None,
                 device=ENTRY_DEVICE, gateway_id=None, extra=None):

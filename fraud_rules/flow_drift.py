@@ -21,8 +21,6 @@ from .finding import local_hour, percent, utc_text
 from .stats import cusum, mad_sigma, median, push_window, trimmed_mean
 
 _MS_PER_MIN = 60000
-# Authorised work after which a dispenser's nozzles learn a new flow baseline.
-REBASELINE_WORK = ("calibration", "parameter_change", "device_identity_changed")
 # A nozzle's baseline and CUSUM state, dropped when it learns a new baseline.
 _BASELINE_FIELDS = ("baseline", "learning", "cusum", "run", "calm", "alerted")
 _UNMEASURED = object()  # Entry.shared holds no steady flow for the selection yet
@@ -329,14 +327,10 @@ class PulseScaling(_FlowDetector):
     def _after_work(self, entry, state):
         """Authorised work that may rightly change what a dispenser reports (a calibration, a
         parameter change, a new board) restarts its nozzles' baselines: the flow after it is
-        the new normal. Unauthorised work is config.unauthorised_change's finding, and the
-        baseline stays, so a cheat done that way is seen here too."""
-        device = entry.device or {}
-        if (entry.event_type not in REBASELINE_WORK or "dispenser_address" not in device
-                or not self.facts.work_order(entry.site_id, entry.gateway_id, entry.device_ref,
-                                             entry.event_type, entry.wall_time_ms)):
+        the new normal."""
+        dispenser = self.reworked_dispenser(entry)
+        if dispenser is None:
             return
-        dispenser = f"{entry.gateway_id}|{device['dispenser_address']}"
         for nozzle in state.get("nozzles", {}).values():
             if nozzle["dispenser"] == dispenser:
                 for field in _BASELINE_FIELDS:

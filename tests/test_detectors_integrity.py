@@ -3,7 +3,7 @@ pulse cross-check, on hand-built record sequences."""
 
 import json
 
-from meterseal.fraud_rules import Engine, StaticFacts, load_params
+from meterseal.fraud_rules import Engine, StaticFacts, WorkOrder, load_params
 from meterseal.fraud_rules.dispenser_integrity import (FlowPhysics, PriceComputing,
                                                        PulseCrossCheck, TotalizerContinuity)
 from meterseal.hil.plain_records import Chain, event_body, nozzle, sale_body, status_body
@@ -299,6 +299,78 @@ def test_pulse_trend_boundary():
     # +0.15 % steady is inside the 0.2 % tolerance for ever; +0.3 % crosses it.
     assert _run(_engine(PulseCrossCheck), _pulse_sales(Chain("GW-1"), 100, 1.0015)) == []
     assert len(_run(_engine(PulseCrossCheck), _pulse_sales(Chain("GW-1"), 100, 1.003))) == 1
+
+
+def _calibration(chain, at_ms):
+    return chain.add("event", event_body("calibration", old_k_factor_pulses_per_kl=100000,
+                                         new_k_factor_pulses_per_kl=99700,
+                                         calibration_count=2),
+                     device={"dispenser_address": 80}, wall_time_ms=at_ms)
+
+
+def _recalibrated(facts, shift, *, board=1.0, board_from=20, before=20, after=40,
+                  nozzles=(1,)):
+    """Honest sales, a calibration on dispenser 80 that moves its volume by ``shift`` against
+    the gateway's pulses, then sales at that shift on ``nozzles``, times ``board`` from the
+    ``board_from``-th on."""
+    chain = Chain("GW-1")
+    items = _pulse_sales(chain, before, 1.0)
+    at = T0 + before * 600000
+    items.append(_calibration(chain, at))
+    for i in range(after):
+        true_ml = 20000 + 37 * i
+        pulses = true_ml // 10
+        reported = int(true_ml * shift * (board if i >= board_from else 1.0)) // 10 * 10
+        items.append(_sale(chain, reported, at + (i + 1) * 600000, pulses=pulses,
+                           pulse_volume_ml=pulses * 10, noz=nozzles[i % len(nozzles)]))
+    return _run(_engine(PulseCrossCheck, facts), items)
+
+
+AUTHORISED = StaticFacts({"GW-1": "SITE-A"}, work_orders=[WorkOrder(
+    "WO-1", "SITE-A", "GW-1", "80", ("calibration",), T0, T0 + 10 ** 9)])
+
+
+def test_an_authorised_recalibration_is_learnt_not_reported():
+    # The inspector's calibration moves the dispenser 0.3 % against the gateway's sealed K.
+    assert _recalibrated(AUTHORISED, 1.003) == []
+    # A nozzle of that dispenser judged for the first time after the work learns as well.
+    assert _recalibrated(AUTHORISED, 1.003, before=0, nozzles=(1, 2)) == []
+
+
+def test_an_unauthorised_recalibration_is_reported_against_zero():
+    (finding,) = _recalibrated(StaticFacts({"GW-1": "SITE-A"}), 1.003)
+    assert finding.rule == "dispenser.pulse_crosscheck.trend"
+    assert finding.parameters["observed"]["offset"] == 0
+    assert "expected 0 within" in finding.explanation_en
+
+
+def test_a_board_after_an_authorised_recalibration_is_seen_against_the_learnt_deviation():
+    # Boundary, a board fitted 20 sales after the work (the deviation learnt by then): +0.15 %
+    # more stays inside the 0.2 % tolerance, +0.4 % does not.
+    assert _recalibrated(AUTHORISED, 1.003, board=1.0015, after=80) == []
+    (finding,) = _recalibrated(AUTHORISED, 1.003, board=1.004, after=80)
+    observed = finding.parameters["observed"]
+    assert abs(observed["offset"] - 0.003) < 0.0005
+    assert observed["ewma_deviation"] > 0.002
+    assert "(learnt after authorised work)" in finding.explanation_en
+    assert "授权作业后" in finding.explanation_zh
+
+
+def test_the_learning_survives_a_checkpoint():
+    chain = Chain("GW-1")
+    items = _pulse_sales(chain, 5, 1.0)
+    at = T0 + 5 * 600000
+    items.append(_calibration(chain, at))
+    for i in range(30):
+        true_ml = 20000 + 37 * i
+        items.append(_sale(chain, int(true_ml * 1.003) // 10 * 10, at + (i + 1) * 600000,
+                           pulses=true_ml // 10, pulse_volume_ml=true_ml // 10 * 10))
+    whole = _run(_engine(PulseCrossCheck, AUTHORISED), items)
+    first = _engine(PulseCrossCheck, AUTHORISED)
+    split = _run(first, items[:10])  # mid-learning
+    saved = json.loads(json.dumps(first.checkpoint()))
+    split += _run(_engine(PulseCrossCheck, AUTHORISED, checkpoint=saved), items[10:])
+    assert whole == split == []
 
 
 # --- checkpoints -----------------------------------------------------------------------------
