@@ -356,18 +356,13 @@ class PulseCrossCheck(Detector):
     def feed(self, entry, state):
         if entry.kind == "event":
             if entry.event_type == "pulse_mismatch":
-                return self._mismatch(entry, state.setdefault(entry.device_key, {}))
+                return self._mismatch(entry, self._nozzle(state, entry.device_key))
             self._after_work(entry, state)
             return []
         body = entry.body
         if body.get("pulse_volume_ml") is None:
             return []
-        nozzle = state.get(entry.device_key)
-        if nozzle is None:
-            nozzle = state[entry.device_key] = {}
-            relearn = state.get("relearn")
-            if relearn and entry.device_key.rsplit("/", 1)[0] in relearn:
-                nozzle["learning"] = []
+        nozzle = self._nozzle(state, entry.device_key)
         nozzle["clean"] = nozzle.get("clean", 0) + 1
         pulse_ml, volume = body["pulse_volume_ml"], body["volume_ml"]
         if pulse_ml <= 0 or pulse_ml < self.params["min_volume_ml"]:
@@ -417,6 +412,18 @@ class PulseCrossCheck(Detector):
             observed={"ewma_deviation": round(level, 6), "offset": round(offset, 6),
                       "sales": nozzle["sales"], "volume_ml": volume, "pulse_volume_ml": pulse_ml},
             evidence=list(nozzle["recent"]))]
+
+    @staticmethod
+    def _nozzle(state, key):
+        """The nozzle's state, made on first sight: learning at once when its dispenser was
+        reworked (``relearn``)."""
+        nozzle = state.get(key)
+        if nozzle is None:
+            nozzle = state[key] = {}
+            relearn = state.get("relearn")
+            if relearn and key.rsplit("/", 1)[0] in relearn:
+                nozzle["learning"] = []
+        return nozzle
 
     def _after_work(self, entry, state):
         """Authorised work on a dispenser: each of its nozzles learns its deviation afresh."""
