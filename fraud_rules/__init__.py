@@ -8,6 +8,10 @@ docs/detectors.md).
     saved = engine.checkpoint()                # JSON-able; Engine(params, facts, saved) resumes
 """
 
+from . import native
+
+native.use_compiled(__path__)  # before the first detector module is imported
+
 from .engine import Engine, Entry, device_ref
 from .facts import Facts, StaticFacts, WorkOrder
 from .finding import Finding

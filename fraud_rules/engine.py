@@ -7,6 +7,9 @@ then replays the records stored after the seqs it names (meterseal.host.detectio
 """
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from mypy_extensions import mypyc_attr
 
 from .finding import Finding
 
@@ -63,6 +66,9 @@ class Entry:
         self.shared = {}
 
 
+# Compiled with the other detectors (fraud_rules/native.py); detectors outside the package (a
+# site's own, the tests') subclass it in plain Python.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Detector(ABC):
     """Subclasses set ``name`` (their parameter section, and the rule id of their findings unless
     they name another) and ``kinds`` (the record kinds they are fed), and implement ``feed``.
@@ -72,8 +78,8 @@ class Detector(ABC):
     a list of Findings. ``self.fleet`` is a JSON-able dict of its own shared by every site (peers
     across sites), which the engine checkpoints beside the sites' state."""
 
-    name = ""
-    kinds = ()
+    name: ClassVar[str] = ""
+    kinds: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params, facts):
         self.params = params.section(self.name)
@@ -82,7 +88,7 @@ class Detector(ABC):
         self.facts = facts
 
     @property
-    def enabled(self):
+    def enabled(self) -> bool:
         return self.params.get("enabled", True)
 
     @abstractmethod

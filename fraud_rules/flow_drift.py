@@ -95,8 +95,6 @@ def _due(nozzle, counter, every):
 
 
 class _FlowDetector(Detector):
-    kinds = ("fuel.sale",)
-
     def __init__(self, params, facts):
         super().__init__(params, facts)
         # What selects and measures a sale: detectors with the same values share the result
@@ -487,6 +485,7 @@ class SelectiveFlow(_FlowDetector):
     and medium draws) or on the time of day (one block of hours against the rest)."""
 
     name = "dispenser.selective"
+    kinds = ("fuel.sale",)
 
     def __init__(self, params, facts):
         super().__init__(params, facts)

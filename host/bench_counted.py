@@ -149,6 +149,7 @@ def run(plan, workdir, say):
         if not dump.exists():
             raise BenchError(f"callgrind wrote no dump at {dump}")
         figures["with" if host.detection else "without"] = parse_dump(dump.read_text(), counted)
+    figures["detectors"] = bench_ingest.logged_detection(workdir / "counted-with.log")[1]
     return figures
 
 
@@ -161,7 +162,8 @@ def report(figures):
 
     return [
         f"detectors' cost in the ingest counted by callgrind: {plan.gateways} gateways x "
-        f"{plan.records_per_gateway} fuel sales ({without.records} counted per arm), per record",
+        f"{plan.records_per_gateway} fuel sales ({without.records} counted per arm), detectors "
+        f"{figures['detectors']}, per record",
         line("instructions", without.instructions, with_.instructions),
         line("cycle estimate (callgrind's models)", without.cycle_estimate,
              with_.cycle_estimate),

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from meterseal.firmware import p256, signer
+from meterseal.fraud_rules import native
 from meterseal.host import verify
 from meterseal.host.simulated_gateway import RecordMaker, UplinkSession, provision
 from meterseal.host.storage import open_store, scratch_postgres
@@ -248,9 +249,10 @@ class HostProcess:
     which may make it slow to start."""
 
     def __init__(self, db, core, log_path, fds=1024, detection=True, wrapper=(),
-                 start_timeout_s=_HOST_START_TIMEOUT_S):
+                 start_timeout_s=_HOST_START_TIMEOUT_S, pure_python=False):
         self.db = db
         self.detection = detection
+        self.pure_python = pure_python
         self.core = core
         self.log_path = log_path
         self.fds = fds
@@ -268,9 +270,10 @@ class HostProcess:
             sys.executable, "-m", "meterseal.host.ingest", "--db", str(self.db), "--port", "0",
             "--max-records-per-s", str(_UNLIMITED_RECORDS_PER_S),
             "--detection" if self.detection else "--no-detection"]
+        env = dict(os.environ, **({native.PURE_PYTHON_ENV: "1"} if self.pure_python else {}))
         with open(self.log_path, "ab") as log:
             self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log,
-                                             stdin=subprocess.DEVNULL, text=True,
+                                             stdin=subprocess.DEVNULL, text=True, env=env,
                                              preexec_fn=self._in_child)
         # The one line it prints once it listens: "meterseal ingest: listening on HOST:PORT (DB)"
         ready, _, _ = select.select([self._process.stdout], [], [], self.start_timeout_s)
@@ -472,12 +475,12 @@ def provision_load(db, load, trials=()):
                     expected_software_id="BENCH-DISPENSER")
 
 
-def measure_backend(db, load, trials, host_core, log_path, detection=True):
+def measure_backend(db, load, trials, host_core, log_path, detection=True, pure_python=False):
     """Throughput and alert latency against the store at ``db`` (empty): provisions the load's
-    and the trials' gateways, runs the host (its detectors on or off), then checks what the
-    store holds."""
+    and the trials' gateways, runs the host (its detectors on or off; compiled when a fresh
+    build exists, unless ``pure_python``), then checks what the store holds."""
     provision_load(db, load, trials)
-    host = HostProcess(db, host_core, log_path, detection=detection)
+    host = HostProcess(db, host_core, log_path, detection=detection, pure_python=pure_python)
     host.start()
     try:
         figures = asyncio.run(_throughput(host, load))
@@ -539,17 +542,23 @@ def run(plan, workdir, say):
                                                             time.process_time)
         os.sched_setaffinity(0, load_cores)
         figures["detection_rounds"] = []
+        # With a fresh compiled build, each round also runs the detectors as pure Python.
+        arms = ["off", "on"] + (["on, pure Python"] if native.build_state()[0] == "fresh" else [])
         for round_ in range(1, plan.detection_rounds + 1):
-            say(f"uploading to the ingest host over SQLite, detectors off, then on (round "
+            say(f"uploading to the ingest host over SQLite, detectors {' / '.join(arms)} (round "
                 f"{round_} of {plan.detection_rounds}) ...")
-            bare = measure_backend(workdir / f"ingest-bare-{round_}.db", load, trials, host_core,
-                                   workdir / f"ingest-bare-{round_}.log", detection=False)
-            log_path = workdir / f"ingest-sqlite-{round_}.log"
-            detecting = measure_backend(workdir / f"ingest-{round_}.db", load, trials, host_core,
-                                        log_path)
-            detecting["detection_us"] = logged_detection_us(log_path)
-            figures["detection_rounds"].append((bare, detecting))
-        figures["backends"]["SQLite"] = figures["detection_rounds"][0][1]
+            measured = {}
+            for arm in arms:
+                name = {"off": "ingest-bare", "on": "ingest", "on, pure Python": "ingest-pure"}[arm]
+                log_path = workdir / f"{name}-{round_}.log"
+                measured[arm] = measure_backend(workdir / f"{name}-{round_}.db", load, trials,
+                                                host_core, log_path, detection=arm != "off",
+                                                pure_python=arm == "on, pure Python")
+                if arm != "off":
+                    measured[arm]["detection_us"], measured[arm]["detectors"] = (
+                        logged_detection(log_path))
+            figures["detection_rounds"].append(measured)
+        figures["backends"]["SQLite"] = figures["detection_rounds"][0]["on"]
         figures["detection_store"] = workdir / "ingest-1.db"
         if plan.postgres:
             figures["postgres_skipped"] = scratch_postgres.unavailable_reason()
@@ -569,17 +578,40 @@ def run(plan, workdir, say):
     return figures
 
 
-def logged_detection_us(log_path):
-    """The detectors' own CPU per record, as the host logged it on close (LiveDetection)."""
+def logged_detection(log_path):
+    """(the detectors' own CPU per record, which detectors ran: "compiled (...)" or "pure Python
+    (...)"), as the host logged them on close (LiveDetection)."""
     for line in reversed(Path(log_path).read_text(errors="replace").splitlines()):
         if "detection: evaluated" in line:
-            return float(line.rsplit(", ", 1)[1].split()[0])
+            cost, detectors = line.split(" us a record, detectors ", 1)
+            return float(cost.rsplit(", ", 1)[1]), detectors.strip()
     raise BenchError(f"the ingest host did not log its detectors' cost ({log_path})")
 
 
 def _percentile_ms(values, share):
     ordered = sorted(values)
     return 1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def _detection_cost_lines(rounds, arm):
+    """What the detectors (``arm``: "on" or "on, pure Python") add to the host's CPU per record,
+    against the uploads without them in the same rounds."""
+    bare_us = [1e6 / measured["off"]["records_per_cpu_s"] for measured in rounds]
+    with_us = [1e6 / measured[arm]["records_per_cpu_s"] for measured in rounds]
+    inside_us = statistics.median(measured[arm]["detection_us"] for measured in rounds)
+    bare_median, with_median = statistics.median(bare_us), statistics.median(with_us)
+    added_us = with_median - bare_median
+    ran = sorted({measured[arm]["detectors"] for measured in rounds})
+    return [
+        f"  detectors' cost in the ingest (SQLite), detectors {' / '.join(ran)}; median of "
+        f"{len(rounds)} uploads each, alternating: {bare_median:.0f} us of host CPU per record "
+        f"without them, {with_median:.0f} us with them: {added_us:+.0f} us, "
+        f"{added_us / bare_median:+.0%}   budget <= +20 %",
+        "    per upload, without / with: " + ", ".join(
+            f"{bare:.0f} / {detecting:.0f}" for bare, detecting in zip(bare_us, with_us)) + " us",
+        f"    the detectors timed inside the host (their thread's CPU): {inside_us:.0f} us per "
+        f"record, {inside_us / bare_median:+.0%} of the median without them",
+    ]
 
 
 def report(figures, detection_lines=()):
@@ -607,20 +639,10 @@ def report(figures, detection_lines=()):
     if figures["postgres_skipped"]:
         lines.append(f"  PostgreSQL: skipped, {figures['postgres_skipped']}")
     rounds = figures["detection_rounds"]
-    bare_us = [1e6 / bare["records_per_cpu_s"] for bare, _ in rounds]
-    with_us = [1e6 / detecting["records_per_cpu_s"] for _, detecting in rounds]
-    inside_us = statistics.median(detecting["detection_us"] for _, detecting in rounds)
-    bare_median, with_median = statistics.median(bare_us), statistics.median(with_us)
-    added_us = with_median - bare_median
-    lines.append(f"  detectors' cost in the ingest (SQLite), median of {len(rounds)} uploads each, "
-                 f"alternating: {bare_median:.0f} us of host CPU per record without them, "
-                 f"{with_median:.0f} us with them: {added_us:+.0f} us, "
-                 f"{added_us / bare_median:+.0%}   budget <= +20 %")
-    lines.append("    per upload, without / with: " + ", ".join(
-        f"{bare:.0f} / {detecting:.0f}" for bare, detecting in zip(bare_us, with_us)) + " us")
-    lines.append(f"    the detectors timed inside the host (their thread's CPU): {inside_us:.0f} "
-                 f"us per record, {inside_us / bare_median:+.0%} of the median without them")
+    lines += _detection_cost_lines(rounds, "on")
     lines.extend(detection_lines)
+    if "on, pure Python" in rounds[0]:
+        lines += _detection_cost_lines(rounds, "on, pure Python")
     lines.append("")
     lines.append(f"alert latency, forged signature written -> alert listed by store.alerts.ranked, "
                  f"{plan.alert_trials} trials")

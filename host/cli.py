@@ -10,12 +10,14 @@ from meterseal.hil.fleet import FleetError
 from meterseal.hil.micropython import MicroPythonError
 from meterseal.hil.scenario import ScenarioError
 from meterseal.hil.site import SiteError
-from meterseal.host import (backtest, bench, demo, drill, evaluate_cli, gateway_cli, records_cli,
-                            registry_cli, serve, site_facts_cli, token_cli)
+from meterseal.fraud_rules.native_build import CompileError
+from meterseal.host import (backtest, bench, compile_cli, demo, drill, evaluate_cli, gateway_cli,
+                            records_cli, registry_cli, serve, site_facts_cli, token_cli)
 from meterseal.protocol.errors import ProtocolError
 
 _USER_ERRORS = (
     backtest.BacktestError,
+    CompileError,
     demo.DemoError,
     drill.DrillError,
     FleetError,
@@ -51,6 +53,7 @@ def build_parser():
     site_facts_cli.add_parser(sub)
     backtest.add_parser(sub)
     evaluate_cli.add_parser(sub)
+    compile_cli.add_parser(sub)
     return parser
 
 

@@ -20,7 +20,7 @@ import logging
 import time
 from bisect import bisect_right
 
-from meterseal.fraud_rules import Engine, Facts, WorkOrder, load_params
+from meterseal.fraud_rules import Engine, Facts, WorkOrder, load_params, native
 from meterseal.fraud_rules.engine import CHECKPOINT_FORMAT
 from meterseal.host import record_parser, verify
 from meterseal.host.storage import MAX_PAGE_SIZE, STORED, StorageError
@@ -313,6 +313,6 @@ class LiveDetection:
             self.flush()
             self.checkpoint()
         if self.records_evaluated:
-            log.info("detection: evaluated %d records live with %.3f s of CPU, %.1f us a record",
-                     self.records_evaluated, self.cpu_s,
-                     1e6 * self.cpu_s / self.records_evaluated)
+            log.info("detection: evaluated %d records live with %.3f s of CPU, %.1f us a record, "
+                     "detectors %s", self.records_evaluated, self.cpu_s,
+                     1e6 * self.cpu_s / self.records_evaluated, native.describe())

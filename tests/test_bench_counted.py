@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from meterseal.fraud_rules import native
 from meterseal.host import bench_counted, bench_ingest
 from meterseal.host.storage import open_store
 
@@ -82,7 +83,10 @@ def test_the_counted_part_runs_both_hosts_under_callgrind_and_reports(tmp_path):
         with open_store(tmp_path / f"counted-{arm}.db") as store:
             assert sum(store.outcome_counts().values()) == 48
     lines = bench_counted.report(figures)
-    assert "2 gateways x 24 fuel sales (32 counted per arm)" in lines[0]
+    assert "2 gateways x 24 fuel sales (32 counted per arm), detectors " in lines[0]
+    # The host with the detectors logged which ones it ran, as the package would load them.
+    fresh = native.build_state()[0] == "fresh"
+    assert figures["detectors"].startswith("compiled" if fresh else "pure Python")
     instructions = next(line for line in lines if line.strip().startswith("instructions"))
     assert f"{without.instructions:,.0f} without them" in instructions
     assert f"{with_.instructions:,.0f} with them" in instructions

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from meterseal.fraud_rules import native
 from meterseal.host import bench_backtest, bench_ingest, record_parser, verify
 from meterseal.host.simulated_gateway import SITE
 from meterseal.host.storage import open_store
@@ -69,6 +70,9 @@ def test_the_whole_ingest_part_runs_and_reports(tmp_path):
     said = []
     figures = bench_ingest.run(TINY, tmp_path, said.append)
     assert len(said) == 3 + TINY.detection_rounds  # a line before each long step
+    # With a fresh compiled build the host runs it, and each round runs pure Python too.
+    compiled = native.build_state()[0] == "fresh"
+    arms = {"off", "on"} | ({"on, pure Python"} if compiled else set())
     sqlite = figures["backends"]["SQLite"]
     assert sqlite["stored"] == sqlite["sent"] == 82
     held = figures["connections"]
@@ -77,14 +81,20 @@ def test_the_whole_ingest_part_runs_and_reports(tmp_path):
     assert any(line.strip().startswith("SQLite: verified and stored") and "ratio" in line
                for line in lines)
     assert any("6 connections" in line for line in lines)
-    # Each round uploads the load twice, without and with the detectors, and stores it whole;
-    # the host with them logged their own CPU on close.
+    # Each round uploads the load without and with the detectors, and stores it whole; the
+    # host with them logged their own CPU on close, and which detectors ran.
     assert len(figures["detection_rounds"]) == TINY.detection_rounds
-    for bare, detecting in figures["detection_rounds"]:
-        assert bare["stored"] == detecting["stored"] == 82
-        assert detecting["detection_us"] > 0
-    assert any("detectors' cost in the ingest" in line and f"median of {TINY.detection_rounds}"
-               in line for line in lines)
+    for measured in figures["detection_rounds"]:
+        assert set(measured) == arms
+        assert all(upload["stored"] == 82 for upload in measured.values())
+        assert measured["on"]["detection_us"] > 0
+        assert measured["on"]["detectors"].startswith("compiled" if compiled else "pure Python")
+        if compiled:
+            assert measured["on, pure Python"]["detectors"] == (
+                "pure Python (compiled build disabled: METERSEAL_PURE_PYTHON=1)")
+    costs = [line for line in lines if "detectors' cost in the ingest" in line]
+    assert len(costs) == len(arms) - 1
+    assert all(f"median of {TINY.detection_rounds}" in line for line in costs)
     assert any("the detectors timed inside the host" in line for line in lines)
     assert not any("PostgreSQL" in line for line in lines)  # left out by the plan
     # The detectors' share, as `meterseal bench` prints it under their cost: the load's sales
@@ -102,8 +112,9 @@ def test_the_whole_ingest_part_runs_and_reports(tmp_path):
 def test_a_host_log_without_the_detectors_cost_is_a_clear_error(tmp_path):
     log = tmp_path / "host.log"
     log.write_text("INFO meterseal.detection: detection: evaluated 80 records live with 0.004 s "
-                   "of CPU, 52.5 us a record\nINFO meterseal.ingest: stopped\n")
-    assert bench_ingest.logged_detection_us(log) == 52.5
+                   "of CPU, 52.5 us a record, detectors compiled (mypyc 2.4.1)\n"
+                   "INFO meterseal.ingest: stopped\n")
+    assert bench_ingest.logged_detection(log) == (52.5, "compiled (mypyc 2.4.1)")
     log.write_text("INFO meterseal.ingest: stopped\n")
     with pytest.raises(bench_ingest.BenchError, match="did not log its detectors' cost"):
-        bench_ingest.logged_detection_us(log)
+        bench_ingest.logged_detection(log)
