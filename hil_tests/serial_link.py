@@ -156,6 +156,10 @@ class SharedLine:
             ready, _, _ = select.select([e for _, e in ends] + [self._wake_read], [], [], 0.5)
             if self._wake_read in ready:
                 os.read(self._wake_read, 64)
+            # The parties as they are now: bytes written after a party joined reach it even when
+            # they woke this select together with its joining.
+            with self._lock:
+                ends = list(self._ends)
             for end in ready:
                 if end == self._wake_read:
                     continue
