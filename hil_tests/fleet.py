@@ -37,9 +37,11 @@ _STOP_TIMEOUT_S = 10
 # Every real delay lasts ``speed`` times longer on the simulated clock. An ACK that a busy
 # gateway reads 300 ms after the host stamped it (eleven gateways on two cores do that) is
 # 3 minutes old at 600x, and the gateway would step its clock to it and back at the next ACK.
-# Clock comparisons allow 500 ms of real delay; a gateway and host that share the site clock
-# then never step, and their records carry the site's time exactly.
-_REAL_JITTER_MS = 500
+# Clock comparisons allow 1.5 s of real delay; a gateway and host that share the site clock
+# then never step, and their records carry the site's time exactly. (At 500 ms a gateway the
+# machine held up for 0.7 s between two records, which happens with the demo's eleven, was
+# reported as a clock anomaly.)
+_REAL_JITTER_MS = 1500
 GATEWAY_STEP_THRESHOLD_MS = 2000  # the firmware's default
 HOST_CLOCK_TOLERANCE_MS = 5000  # the ingest's default
 
