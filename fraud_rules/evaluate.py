@@ -21,6 +21,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from . import native
 from .engine import Engine
 from .params import load_params
 
@@ -180,6 +181,7 @@ def run(scenario, params_file=None, seed=None, days=None, progress=sys.stderr):
         "scenario": scenario["name"], "seed": fleet.seed, "days": fleet.days,
         "params_version": params.version,
         "detectors": [d.name for d in engine.detectors], "detectors_skipped": skipped,
+        "detectors_build": native.describe(),
         "devices": dict(Counter(fleet.devices.values())),
         "cheating_devices": len(fleet.labels),
         "records": generated, "records_cheated": cheated, "findings": len(findings),
@@ -204,7 +206,7 @@ def table(report):
              f"{report['days']} days)", "",
              f"Devices: {report['devices']}; cheating devices: {report['cheating_devices']}; "
              f"records: {report['records']:,}; findings: {report['findings']:,}; "
-             f"alarms: {report['alarms']}.", "",
+             f"alarms: {report['alarms']}; parameters {report['params_version']}.", "",
              f"Recall within {report['recall_window_days']} days of the cheat's start (* the run "
              "ended before that window did for some of the class's devices).", "",
              "| device | cheat | size | schedule | devices | recall | precision | median TTD (h)"
@@ -226,8 +228,8 @@ def table(report):
               f"device-days = {_num(report['false_alarms_per_1000_device_days'], '{:.2f}')} "
               "per 1,000 device-days.",
               f"Throughput: {report['engine_records_per_s']:,} records/s of CPU time through the "
-              f"engine ({report['engine_us_per_record']} µs/record); whole run "
-              f"{report['runtime_s']} s.", ""]
+              f"engine ({report['engine_us_per_record']} µs/record, detectors "
+              f"{report['detectors_build']}); whole run {report['runtime_s']} s.", ""]
     return "\n".join(lines)
 
 

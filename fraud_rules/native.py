@@ -13,6 +13,7 @@ installed package's directory may be read-only).
 """
 
 import hashlib
+import importlib
 import json
 import os
 import sys
@@ -23,6 +24,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST = "manifest.json"
 PURE_PYTHON_ENV = "METERSEAL_PURE_PYTHON"
 COMPILED_DIR_ENV = "METERSEAL_COMPILED_DIR"
+# mypyc's name for the build, whose shared library is the package's module GROUP__mypyc.
+GROUP = "compiled"
 # The modules a record passes through; evaluate, params and facts run once per run or are
 # subclassed by the host (Facts), so they stay Python.
 MODULES = ("engine", "finding", "stats", "dispenser_integrity", "config_events", "flow_drift",
@@ -75,8 +78,14 @@ def use_compiled(package_path):
     before any detector module is imported."""
     global _state
     _state = build_state()
-    if _state[0] == "fresh":
-        package_path.insert(0, str(compiled_dir()))
+    if _state[0] != "fresh":
+        return
+    package_path.insert(0, str(compiled_dir()))
+    try:  # the modules' shared library: one that cannot load (another libc) is not used
+        importlib.import_module(f"{__package__}.{GROUP}__mypyc")
+    except ImportError as exc:
+        package_path.remove(str(compiled_dir()))
+        _state = ("unloadable", str(exc))
 
 
 def compiled():

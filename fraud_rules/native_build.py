@@ -20,8 +20,6 @@ from pathlib import Path
 
 from . import native
 
-GROUP = "meterseal.fraud_rules.compiled"  # mypyc's shared library: compiled__mypyc.*.so
-
 
 class CompileError(Exception):
     """The detectors could not be compiled; the pure-Python ones keep running."""
@@ -48,7 +46,8 @@ def _compile(work):
 
     os.chdir(work)
     extensions = mypycify([f"meterseal/fraud_rules/{module}.py" for module in native.MODULES],
-                          group_name=GROUP, target_dir="c", opt_level="3")
+                          group_name=f"{native.__package__}.{native.GROUP}", target_dir="c",
+                          opt_level="3")
     command = build_ext(Distribution({"ext_modules": extensions, "script_name": "meterseal"}))
     command.build_lib, command.build_temp = "out", "objects"
     command.ensure_finalized()

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from meterseal.fraud_rules import Engine, load_params
+from meterseal.fraud_rules import Engine, load_params, native
 from meterseal.fraud_rules.finding import utc_text
 from meterseal.hil.record_fleet import DAY_MS, Fleet
 from meterseal.host import backtest, bench_ingest
@@ -231,6 +231,6 @@ def report(figures):
         f"({kinds.get('fuel.sale', 0)} sales), set up in {figures['setup_s']:.0f} s",
         f"  whole backtest {figures['wall_s']:6.2f} s ({figures['cpu_s']:.2f} s CPU), "
         f"{figures['records'] / figures['wall_s']:7.0f} records/s, {figures['findings']} "
-        "findings   target: seconds",
+        f"findings, detectors {native.describe()}   target: seconds",
     ]
     return lines + detector_lines(figures)

@@ -5,7 +5,7 @@ fed); none is compared with a time, since tests never time anything."""
 
 import argparse
 
-from meterseal.fraud_rules import Engine, load_params
+from meterseal.fraud_rules import Engine, load_params, native
 from meterseal.host import bench, bench_backtest
 from meterseal.host.storage import open_store
 
@@ -32,7 +32,7 @@ def test_the_backtest_part_stores_the_site_and_reports_its_split(tmp_path):
     assert set(figures["detectors_cpu_s"]) == fed and "dispenser.selective" in fed
     lines = bench_backtest.report(figures)
     assert f"{figures['records']} records ({kinds['fuel.sale']} sales)" in lines[0]
-    assert "records/s" in lines[1]
+    assert "records/s" in lines[1] and f"detectors {native.describe()}" in lines[1]
     assert [line.split()[0] for line in lines[2:]] == ["reading", "the", "each"]
 
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from meterseal.fraud_rules import evaluate
+from meterseal.fraud_rules import evaluate, native
 from meterseal.fraud_rules.flow_drift import steady_flow_lpm, tail_flow_lpm
 from meterseal.hil.record_fleet import Fleet, FleetScenarioError, Label, load_scenario
 from meterseal.host import evaluate_cli
@@ -273,6 +273,10 @@ def test_small_scenario_runs_end_to_end_and_writes_the_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| device | cheat | size |" in printed
     assert "records/s of CPU time through the engine" in printed
+    # Which detectors ran, since the throughput depends on it (fraud_rules/native.py).
+    assert report["detectors_build"] == native.describe()
+    assert f"detectors {native.describe()}); whole run" in printed
+    assert f"parameters {report['params_version']}." in printed
 
 
 def test_cli_errors_are_one_line(tmp_path):

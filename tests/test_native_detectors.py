@@ -70,6 +70,22 @@ def test_a_build_is_fresh_only_for_this_source_and_this_interpreter(tmp_path, mo
     assert native.build_state(build) == ("disabled", "METERSEAL_PURE_PYTHON=1")
 
 
+def test_a_fresh_build_that_cannot_load_leaves_the_python_detectors_running(tmp_path):
+    """A build copied to a machine whose C library cannot load it: the host runs the source."""
+    build = tmp_path / "build"
+    _manifest(build)
+    (build / f"{native.GROUP}__mypyc{native.extension_suffix()}").write_bytes(b"not a library")
+    done = subprocess.run(
+        [sys.executable, "-c", "from meterseal.fraud_rules import Engine, load_params, native\n"
+         "from meterseal.fraud_rules.facts import StaticFacts\n"
+         "Engine(load_params(), StaticFacts())\nprint(native.describe())"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**{k: v for k, v in os.environ.items() if k != native.PURE_PYTHON_ENV},
+             native.COMPILED_DIR_ENV: str(build)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("pure Python (compiled build unloadable: ")
+
+
 def test_the_package_digests_cover_every_python_file_of_it():
     digests = native.source_digests()
     assert set(digests) == {path.name for path in native.PACKAGE_DIR.glob("*.py")}
