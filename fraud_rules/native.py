@@ -57,7 +57,7 @@ def build_state(directory=None):
     try:
         manifest = json.loads(((directory or compiled_dir()) / MANIFEST).read_text())
     except FileNotFoundError:
-        return "absent", "not built (meterseal compile-detectors)"
+        return "absent", "not built; meterseal compile-detectors builds it"
     except (OSError, ValueError) as exc:
         return "stale", f"unreadable manifest ({exc})"
     if manifest.get("extension_suffix") != extension_suffix():

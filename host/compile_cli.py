@@ -2,7 +2,8 @@
 
     meterseal compile-detectors                 # fails with the reason when it cannot
     meterseal compile-detectors --if-possible   # says why and exits 0: the Python ones run
-    meterseal compile-detectors --status        # which detectors a host would run, and why
+    meterseal compile-detectors --status        # which a host would run, and why; exit 1 unless
+                                                # the build is fresh (for a monitoring check)
 
 `make venv` runs it with --if-possible, and again whenever a detector's source changes.
 """
@@ -17,7 +18,7 @@ def _run(args):
     if args.status:
         state, why = native.build_state()
         print(f"{native.compiled_dir()}: {state} ({why})")
-        return 0
+        return 0 if state == "fresh" else 1
     print(f"meterseal: compiling {len(native.MODULES)} detector modules with mypyc "
           "(15-60 s) ...", flush=True)
     try:
@@ -42,5 +43,5 @@ def add_parser(sub):
     parser.add_argument("--if-possible", action="store_true",
                         help="when mypyc or a C compiler is missing, say so and exit 0")
     parser.add_argument("--status", action="store_true",
-                        help="only report whether a fresh build exists")
+                        help="only report whether a fresh build exists (exit status 1 if not)")
     parser.set_defaults(run=_run)

@@ -210,10 +210,9 @@ class LiveDetection:
             findings.extend(self._feed(record_id, record))
         self._raise(findings)
         self.checkpoint()
-        log.info("detection: %d detectors, parameters %s; caught up on %d records in %.1f s, "
-                 "%d findings", len(self.engine.detectors), self.params.version,
-                 caught_up,
-                 time.monotonic() - started, len(findings))
+        log.info("detection: %d detectors, %s, parameters %s; caught up on %d records in "
+                 "%.1f s, %d findings", len(self.engine.detectors), native.describe(),
+                 self.params.version, caught_up, time.monotonic() - started, len(findings))
 
     def after_batch(self, items, results):
         """Take what a committed batch stored and chained (``items`` as the ingest passed them to

@@ -86,6 +86,17 @@ def test_a_fresh_build_that_cannot_load_leaves_the_python_detectors_running(tmp_
     assert done.stdout.startswith("pure Python (compiled build unloadable: ")
 
 
+def test_status_reports_the_build_and_fails_unless_it_is_fresh(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(native.PURE_PYTHON_ENV, raising=False)
+    monkeypatch.setenv(native.COMPILED_DIR_ENV, str(tmp_path / "build"))
+    assert cli.main(["compile-detectors", "--status"]) == 1
+    assert capsys.readouterr().out == (
+        f"{tmp_path / 'build'}: absent (not built; meterseal compile-detectors builds it)\n")
+    _manifest(tmp_path / "build")
+    assert cli.main(["compile-detectors", "--status"]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'build'}: fresh (mypyc 2.4.1)\n"
+
+
 def test_the_package_digests_cover_every_python_file_of_it():
     digests = native.source_digests()
     assert set(digests) == {path.name for path in native.PACKAGE_DIR.glob("*.py")}
