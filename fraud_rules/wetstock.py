@@ -13,6 +13,11 @@ whose minute was already taken (the gauge reports a delivery once its level sett
 uploads late) is booked to the closed interval and day it belongs to. A closed day is judged
 only after settle_hours, so such late records count before its variance is checked.
 
+The console times deliveries by its own clock. Where readings carry the console's time too
+(``console_time_ms``), deliveries are moved onto the gateway's clock by the tank's typical
+difference of the two, and a reading stamped long after the console read it takes the console's
+time (console_clock_tolerance_ms).
+
 Sign convention: variance < 0 means the meters registered more than left the tank
 (over-registration, the customer is short); variance > 0 means the tank lost more than was
 metered (leak, theft, under-registration). Over the closed days the cumulative variance is
@@ -30,6 +35,10 @@ from .stats import linear_fit, solve_normal_equations
 DAY_MS = 86_400_000
 BUCKET_MS = 60_000
 MAX_EVIDENCE = 60
+# A tank's console clock offset is the median of its last readings' (gateway time - console
+# time); from 3 on, one stale reading cannot move it.
+_KEPT_OFFSETS = 9
+_MIN_OFFSETS = 3
 
 
 class Wetstock(Detector):
@@ -50,8 +59,8 @@ class Wetstock(Detector):
             return []
         tank = _tank(state, entry.device["tank_number"])
         if entry.kind == "tank.delivery":
-            self._book(tank, entry.body["end_wall_time_ms"], {}, _delivered_ml(entry.body),
-                       entry.record_id)
+            self._book(tank, entry.body["end_wall_time_ms"] + self._console_offset(tank), {},
+                       _delivered_ml(entry.body), entry.record_id)
             return []
         return self._reading(entry, tank, str(entry.device["tank_number"]))
 
@@ -77,8 +86,35 @@ class Wetstock(Detector):
             tank.clear()
             tank.update(_new_tank())
 
-    def _reading(self, entry, tank, number):
+    def _console_offset(self, tank):
+        """The gateway's clock minus the console's, typically over the tank's last readings; 0
+        within console_clock_tolerance_ms or before there are enough readings to tell."""
+        offsets = sorted(tank.get("console_offsets", ()))
+        if len(offsets) < _MIN_OFFSETS:
+            return 0
+        offset = offsets[len(offsets) // 2]
+        return offset if abs(offset) > self.params["console_clock_tolerance_ms"] else 0
+
+    def _reading_time(self, entry, tank):
+        """The reading's time on the gateway's clock: its own stamp, unless the console's time
+        for it says the level was read well before (or after) that."""
         t = entry.wall_time_ms
+        console_ms = entry.body.get("console_time_ms")
+        if console_ms is None:
+            return t
+        offsets = tank.setdefault("console_offsets", [])
+        offsets.append(t - console_ms)
+        del offsets[:-_KEPT_OFFSETS]
+        if len(offsets) < _MIN_OFFSETS:
+            return t
+        typical = sorted(offsets)[len(offsets) // 2]
+        if abs(t - console_ms - typical) <= self.params["console_clock_tolerance_ms"]:
+            return t
+        mark = tank["mark"]
+        return max(console_ms + typical, mark[0] if mark else 0)
+
+    def _reading(self, entry, tank, number):
+        t = self._reading_time(entry, tank)
         reading = [t, entry.body["volume_ml"], entry.body.get("tc_volume_ml"), entry.record_id]
         offset = self.params["utc_offset_hours"] * 3_600_000
         mark = tank["mark"]

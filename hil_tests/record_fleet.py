@@ -392,9 +392,11 @@ class _ForecourtSite:
                            tank["shape"].diameter_mm)
         measured = int(tank["shape"].volume_ml(noisy_height))
         tc = int(tc_volume_ml(measured, temperature, GASOLINE_EXPANSION_PER_C))
+        # The console's clock is the fleet's clock, to the minute, as it times deliveries.
         self.gateway.emit(at_ms, "tank.inventory", inventory_body(
             volume_ml=measured, tc_volume_ml=tc, temperature_centi_c=round(temperature * 100),
-            product_height_um=int(noisy_height * 1000)), device={"tank_number": number})
+            product_height_um=int(noisy_height * 1000), console_time_ms=at_ms // 60000 * 60000),
+            device={"tank_number": number})
 
     def _delivery(self, number, tank, at_ms):
         target = tank["capacity_ml"] * 0.7

@@ -206,6 +206,9 @@ TANK_INVENTORY_FIELDS = (
     (5, "water_volume_ml", _INT, False, 0, MAX_TANK_VOLUME_ML),
     (6, "temperature_centi_c", _INT, True, _MIN_TEMPERATURE_CENTI_C, _MAX_TEMPERATURE_CENTI_C),
     (7, "ullage_ml", _INT, False, 0, MAX_TANK_VOLUME_ML),
+    # The console's own clock at the report (its minute): deliveries carry the console's times,
+    # so the host can put a reading and a delivery on one clock (tank.wetstock).
+    (8, "console_time_ms", _INT, False, 0, _MAX_WALL_TIME_MS),
 )
 
 TANK_DELIVERY_FIELDS = (

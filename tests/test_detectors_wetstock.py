@@ -286,6 +286,85 @@ def test_late_sale_is_booked_to_its_day_and_interval():
     assert tank_state(engine)["days"][0]["variance"] == 0
 
 
+def clock_stream(gauge, pumps, console_behind_ms=None, stale_boundary=False):
+    """Day 0 from 30,000 L, a 10,000 L sale at 10:00 local, hourly readings at 2 past the hour,
+    a 5,000 L delivery from 00:10 to 00:40 local on day 1, readings on to 08:02 local. The
+    readings carry the console's time ``console_behind_ms`` behind the gateway's (None: no
+    console time), and the console times the delivery by the same clock. ``stale_boundary``: the
+    reading that closes day 0 was read at 00:02 but stamped at 01:05, as a gateway held up
+    between asking and stamping (the demo's clock leaping) would do."""
+    def at(hour, minute=2):
+        return START + hour * HOUR + minute * 60_000
+
+    def read(stamp_ms, read_ms, stock_ml):
+        body = inventory_body(volume_ml=stock_ml, tc_volume_ml=stock_ml)
+        if console_behind_ms is not None:
+            body["console_time_ms"] = (read_ms - console_behind_ms) // 60_000 * 60_000
+        return gauge.add("tank.inventory", body, device=tank(1), wall_time_ms=stamp_ms)
+
+    records = [read(at(1), at(1), 30_000_000), sale(pumps, at(10, 0), 10_000_000)]
+    records += [read(at(hour), at(hour), 30_000_000 if hour < 10 else 20_000_000)
+                for hour in range(2, 24)]
+    if stale_boundary:
+        records.append(read(at(25, 5), at(24), 20_000_000))
+    else:
+        records.append(read(at(24), at(24), 20_000_000))
+    behind = console_behind_ms or 0
+    records.append(gauge.add("tank.delivery", delivery_body(
+        start_wall_time_ms=at(24, 10) - behind, end_wall_time_ms=at(24, 40) - behind,
+        start_volume_ml=20_000_000, end_volume_ml=25_000_000, start_tc_volume_ml=20_000_000,
+        end_tc_volume_ml=25_000_000), device=tank(1), wall_time_ms=at(25, 5) + 60_000))
+    records += [read(at(hour), at(hour), 25_000_000) for hour in range(26 if stale_boundary
+                                                                       else 25, 33)]
+    return records
+
+
+def test_a_console_clock_an_hour_slow_keeps_a_night_delivery_in_its_day():
+    # The console times the delivery 23:10-23:40 on day 0; the level rose after day 0's
+    # closing reading (00:02), so it belongs to day 1.
+    gauge, pumps = Chain("GW-T", START, validate=True), Chain("GW-D", START)
+    assert run(clock_stream(gauge, pumps, console_behind_ms=HOUR)) == []
+    # The console's clock ignored, as before console times: day 0 holds a delivery its closing
+    # level does not, 5,000 L lost.
+    gauge, pumps = Chain("GW-T", START), Chain("GW-D", START)
+    slow = run(clock_stream(gauge, pumps, console_behind_ms=HOUR), params=_without_clock())
+    assert [f.rule for f in slow] == ["tank.daily_variance"]
+    assert slow[0].parameters["observed"]["variance_ml"] == 5_000_000
+    # A console on time, with or without its times, is honest either way.
+    for behind in (None, 0):
+        gauge, pumps = Chain("GW-T", START), Chain("GW-D", START)
+        assert run(clock_stream(gauge, pumps, console_behind_ms=behind)) == []
+
+
+def _without_clock():
+    """The packaged parameters, with the console's clock ignored up to a day."""
+    params = load_params()
+    params.section("tank.wetstock")["console_clock_tolerance_ms"] = 24 * HOUR
+    return params
+
+
+def test_a_reading_stamped_long_after_it_was_read_takes_the_console_time():
+    gauge, pumps = Chain("GW-T", START), Chain("GW-D", START)
+    assert run(clock_stream(gauge, pumps, console_behind_ms=30_000, stale_boundary=True)) == []
+    # Taken at its stamp, the reading closes day 0 after the delivery without holding it.
+    gauge, pumps = Chain("GW-T", START), Chain("GW-D", START)
+    stale = run(clock_stream(gauge, pumps, console_behind_ms=30_000, stale_boundary=True),
+                params=_without_clock())
+    assert [f.rule for f in stale] == ["tank.daily_variance"]
+    assert stale[0].parameters["observed"]["variance_ml"] == 5_000_000
+
+
+def test_the_console_offset_moves_deliveries_only_beyond_its_tolerance():
+    detector = Wetstock(load_params(), FACTS)
+    tolerance = detector.params["console_clock_tolerance_ms"]
+    assert detector._console_offset({"console_offsets": [tolerance] * 2}) == 0  # too few
+    assert detector._console_offset({"console_offsets": [tolerance] * 3}) == 0
+    assert detector._console_offset({"console_offsets": [tolerance + 1] * 3}) == tolerance + 1
+    assert detector._console_offset({"console_offsets": [-tolerance - 1, 0, -HOUR]}) == (
+        -tolerance - 1)  # the median: one odd reading does not decide
+    assert detector._console_offset({}) == 0  # a checkpoint from before console times
+
+
 def test_record_before_the_first_reading_is_dropped():
     gauge, pumps = Chain("GW-T", START), Chain("GW-D", START)
     records = [reading(gauge, START + 5 * HOUR, 30_000_000),

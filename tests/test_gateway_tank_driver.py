@@ -44,12 +44,14 @@ def rig(device_image):
 
 
 def expected_inventories(gauge):
-    """tank number -> the tank.inventory body of the console's report now, via the codec."""
+    """tank number -> the tank.inventory body of the console's report now, via the codec; the
+    console's own time is the emulator's clock, cut to the minute."""
     report = tls.parse_reply(gauge.inventory_report().encode())
     return {t.tank: {"volume_ml": t.volume_ml, "tc_volume_ml": t.tc_volume_ml,
                      "product_height_um": t.height_um, "water_height_um": t.water_um,
                      "water_volume_ml": t.water_volume_ml,
-                     "temperature_centi_c": t.temperature_centi_c, "ullage_ml": t.ullage_ml}
+                     "temperature_centi_c": t.temperature_centi_c, "ullage_ml": t.ullage_ml,
+                     "console_time_ms": gauge.clock.now_ms() // MINUTE_MS * MINUTE_MS}
             for t in report.tanks}
 
 

@@ -104,6 +104,7 @@ KIND_EXAMPLES = {
         "water_volume_ml": 12000,
         "temperature_centi_c": 1834,
         "ullage_ml": 11765433,
+        "console_time_ms": 1767225540000,
     }),
     "tank.delivery": (TANK, {
         "start_wall_time_ms": 1767225000000,

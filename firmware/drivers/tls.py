@@ -81,10 +81,14 @@ def _body(value, names, required):
     return body
 
 
-def inventory_body(tank_inventory):
+def inventory_body(tank_inventory, console_time_ms=None):
     """A tank.inventory body from one tank of an i201 report, or None if the tank reports no
-    valid volume, height or temperature (an inactive probe)."""
-    return _body(tank_inventory, _INVENTORY_NAMES, _INVENTORY_REQUIRED)
+    valid volume, height or temperature (an inactive probe). ``console_time_ms``: the report's
+    own time, kept because the console times its deliveries by the same clock."""
+    body = _body(tank_inventory, _INVENTORY_NAMES, _INVENTORY_REQUIRED)
+    if body is not None and console_time_ms is not None:
+        body["console_time_ms"] = console_time_ms
+    return body
 
 
 def delivery_body(delivery, utc_offset_s):
@@ -200,8 +204,9 @@ class TankGaugeDriver:
         report = await self._ask(tls.INVENTORY, tls.InventoryReport)
         if report is None:
             return
+        console_time_ms = tls.unix_s_from_time(report.time, self._utc_offset_s) * 1000
         for tank_inventory in report.tanks:
-            body = inventory_body(tank_inventory)
+            body = inventory_body(tank_inventory, console_time_ms)
             if body is not None:
                 self._recorder.tank_inventory({"tank_number": tank_inventory.tank}, body)
 

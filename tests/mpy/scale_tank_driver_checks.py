@@ -50,6 +50,11 @@ partial = tls.TankInventory(4, "1", 0, volume_ml=1000, height_um=2000, temperatu
 assert tank_driver.inventory_body(partial) == {
     "volume_ml": 1000, "product_height_um": 2000, "temperature_centi_c": 0}
 assert tank_driver.inventory_body(tls.TankInventory(5, "1", 0)) is None  # an inactive probe
+# The report's own time rides along: the console times its deliveries by the same clock.
+assert tank_driver.inventory_body(partial, 1767225600000) == {
+    "volume_ml": 1000, "product_height_um": 2000, "temperature_centi_c": 0,
+    "console_time_ms": 1767225600000}
+assert tank_driver.inventory_body(tls.TankInventory(5, "1", 0), 1767225600000) is None
 
 
 def delivery(start, end, start_ml, end_ml, heights=True):
