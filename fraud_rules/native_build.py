@@ -84,7 +84,6 @@ def build(target=None):
         (built / native.MANIFEST).write_text(json.dumps({
             "extension_suffix": native.extension_suffix(),
             "mypy_version": metadata.version("mypy"),
-            "modules": list(native.MODULES),
             "sources": native.source_digests(package),
         }, indent=1, sort_keys=True) + "\n")
     old = target.with_name(target.name + ".old")

@@ -89,11 +89,10 @@ class Wetstock(Detector):
     def _console_offset(self, tank):
         """The gateway's clock minus the console's, typically over the tank's last readings; 0
         within console_clock_tolerance_ms or before there are enough readings to tell."""
-        offsets = sorted(tank.get("console_offsets", ()))
-        if len(offsets) < _MIN_OFFSETS:
+        typical = _typical_offset(tank.get("console_offsets", ()))
+        if typical is None or abs(typical) <= self.params["console_clock_tolerance_ms"]:
             return 0
-        offset = offsets[len(offsets) // 2]
-        return offset if abs(offset) > self.params["console_clock_tolerance_ms"] else 0
+        return typical
 
     def _reading_time(self, entry, tank):
         """The reading's time on the gateway's clock: its own stamp, unless the console's time
@@ -105,10 +104,9 @@ class Wetstock(Detector):
         offsets = tank.setdefault("console_offsets", [])
         offsets.append(t - console_ms)
         del offsets[:-_KEPT_OFFSETS]
-        if len(offsets) < _MIN_OFFSETS:
-            return t
-        typical = sorted(offsets)[len(offsets) // 2]
-        if abs(t - console_ms - typical) <= self.params["console_clock_tolerance_ms"]:
+        typical = _typical_offset(offsets)
+        if typical is None or abs(t - console_ms - typical) <= self.params[
+                "console_clock_tolerance_ms"]:
             return t
         mark = tank["mark"]
         return max(console_ms + typical, mark[0] if mark else 0)
@@ -354,6 +352,15 @@ def _tank(state, number):
     if tank is None:
         tank = tanks[str(number)] = _new_tank()
     return tank
+
+
+def _typical_offset(offsets):
+    """The median of a tank's (gateway - console) offsets, None before there are _MIN_OFFSETS.
+    The upper median of an even count rather than stats.median's mean: a whole number of ms, as
+    the minute buckets' keys need."""
+    if len(offsets) < _MIN_OFFSETS:
+        return None
+    return sorted(offsets)[len(offsets) // 2]
 
 
 def _new_tank():

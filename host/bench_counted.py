@@ -5,9 +5,11 @@ per cent in the detectors' cost cannot be told from noise by timing (bench_inges
 ingest host runs under valgrind's callgrind, with the detectors off and on, over the same load
 as the timed bench: the instructions it executes for the upload, and a cycle estimate from
 callgrind's cache and branch-predictor models (KCachegrind's formula: instructions + 10 ×
-mispredicted branches + 10 × first-level misses + 100 × last-level misses), are the same from
-one run to the next whatever else the machine does. Only the upload is counted (callgrind_control zeroes the counters after each gateway's
-first batch and dumps them after the last ACK), so start-up and shutdown are left out.
+mispredicted branches + 10 × first-level misses + 100 × last-level misses), agree from one run
+to the next within 0.3 % whatever else the machine does (not exactly: hash randomisation
+reorders dicts and sets). Only the upload is counted (callgrind_control zeroes the counters
+after each gateway's first batch and dumps them after the last ACK), so start-up and shutdown
+are left out.
 
 What the counts do not see: the real machine's caches, branch predictor and instructions per
 cycle, which the models only approximate. The interpreter's branchy work (the detectors) runs at

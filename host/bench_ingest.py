@@ -516,6 +516,10 @@ def cores():
     return available[0], set(available[1:]) or {available[0]}
 
 
+# Each detection arm's store and log file names, per round.
+_ARM_FILES = {"off": "ingest-bare", "on": "ingest", "on, pure Python": "ingest-pure"}
+
+
 def run(plan, workdir, say):
     """Every ingest figure of ``plan``, with ``say(line)`` before each long step; returns the
     figures for report()."""
@@ -549,7 +553,7 @@ def run(plan, workdir, say):
                 f"{round_} of {plan.detection_rounds}) ...")
             measured = {}
             for arm in arms:
-                name = {"off": "ingest-bare", "on": "ingest", "on, pure Python": "ingest-pure"}[arm]
+                name = _ARM_FILES[arm]
                 log_path = workdir / f"{name}-{round_}.log"
                 measured[arm] = measure_backend(workdir / f"{name}-{round_}.db", load, trials,
                                                 host_core, log_path, detection=arm != "off",

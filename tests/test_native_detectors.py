@@ -38,7 +38,7 @@ json.dump({"compiled": native.compiled(), "described": native.describe(),
 def _manifest(directory, **changes):
     directory.mkdir(exist_ok=True)
     manifest = {"extension_suffix": native.extension_suffix(), "mypy_version": "2.4.1",
-                "modules": list(native.MODULES), "sources": native.source_digests()}
+                "sources": native.source_digests()}
     manifest.update(changes)
     (directory / native.MANIFEST).write_text(json.dumps(manifest))
 
