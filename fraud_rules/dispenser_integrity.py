@@ -348,7 +348,10 @@ class PulseCrossCheck(Detector):
     K-factor in the dispenser, the gateway's sealed one unchanged): its nozzles then learn their
     new deviation (``offset``, the median of ``baseline_sales`` judged sales) and the EWMA
     follows the deviation from it. ``relearn`` names the reworked dispensers, so that a nozzle
-    first judged after the work learns too."""
+    first judged after the work learns too. The gateway flags each such sale with a
+    ``pulse_mismatch`` event when the new K moved the dispenser by more than its allowance; an
+    authorised calibration's new K says what deviation to expect, and only a mismatch beyond that
+    is a finding."""
 
     name = "dispenser.pulse_crosscheck"
     kinds = ("fuel.sale", "event")
@@ -356,7 +359,7 @@ class PulseCrossCheck(Detector):
     def feed(self, entry, state):
         if entry.kind == "event":
             if entry.event_type == "pulse_mismatch":
-                return self._mismatch(entry, self._nozzle(state, entry.device_key))
+                return self._mismatch(entry, self._nozzle(state, entry.device_key), state)
             self._after_work(entry, state)
             return []
         body = entry.body
@@ -440,8 +443,35 @@ class PulseCrossCheck(Detector):
                 for field in ("ewma", "fired", "offset"):
                     nozzle.pop(field, None)
                 nozzle["learning"] = []
+        calibrated = state.get("calibrated_k")
+        if calibrated is None:
+            calibrated = state["calibrated_k"] = {}
+        new_k = entry.body.get("new_k_factor_pulses_per_kl")
+        if entry.event_type == "calibration" and new_k:
+            calibrated[entry.device_key] = new_k  # a nozzle's, or the whole dispenser's
+        else:
+            for key in [k for k in calibrated if k == dispenser or k.startswith(prefix)]:
+                del calibrated[key]
 
-    def _mismatch(self, entry, nozzle):
+    def _expected_after_calibration(self, entry, calibrated):
+        """True when a pulse_mismatch event is what the authorised calibration's new K-factor
+        makes of honest sales: the dispenser divides the pulses by its new K, the gateway by its
+        own, so reported / pulse volume - 1 = gateway K / new K - 1, to the trend's tolerance
+        plus ``quantization_ml`` (a display step and a pulse)."""
+        new_k = calibrated.get(entry.device_key) or calibrated.get(
+            entry.device_key.rsplit("/", 1)[0])
+        if not new_k:
+            return False
+        body = entry.body
+        expected_ml = (body["k_factor_pulses_per_kl"] / new_k - 1) * body["pulse_volume_ml"]
+        allowance = (self.params["tolerance"] * body["pulse_volume_ml"]
+                     + self.params["quantization_ml"])
+        return abs(body["difference_ml"] - expected_ml) <= allowance
+
+    def _mismatch(self, entry, nozzle, state):
+        calibrated = state.get("calibrated_k")
+        if calibrated and self._expected_after_calibration(entry, calibrated):
+            return []
         clean = nozzle.get("clean")
         nozzle["clean"] = 0
         if clean is not None and clean <= self.params["rearm_after_clean_sales"] \

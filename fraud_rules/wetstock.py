@@ -18,6 +18,10 @@ The console times deliveries by its own clock. Where readings carry the console'
 difference of the two, and a reading stamped long after the console read it takes the console's
 time (console_clock_tolerance_ms).
 
+A dispenser under authorised service (a seal_open that a work order covers, until its
+seal_close or service_window_hours) draws test volumes into a proving can and pours them back:
+its sales then are not taken out of the tank.
+
 Sign convention: variance < 0 means the meters registered more than left the tank
 (over-registration, the customer is short); variance > 0 means the tank lost more than was
 metered (leak, theft, under-registration). Over the closed days the cumulative variance is
@@ -43,10 +47,15 @@ _MIN_OFFSETS = 3
 
 class Wetstock(Detector):
     name = "tank.wetstock"
-    kinds = ("tank.inventory", "tank.delivery", "fuel.sale")
+    kinds = ("tank.inventory", "tank.delivery", "fuel.sale", "event")
 
     def feed(self, entry, state):
+        if entry.kind == "event":
+            self._service(entry, state)
+            return []
         if entry.kind == "fuel.sale":
+            if self._test_draw(entry, state):
+                return []
             tank_number = self.facts.tank_of(entry.site_id, entry.body["grade"])
             if tank_number is None:
                 return []  # no tank known for the grade: the sale is not reconciled
@@ -63,6 +72,33 @@ class Wetstock(Detector):
                        _delivered_ml(entry.body), entry.record_id)
             return []
         return self._reading(entry, tank, str(entry.device["tank_number"]))
+
+    def _service(self, entry, state):
+        """An authorised seal_open on a dispenser opens its service window; seal_close ends
+        it."""
+        device = entry.device
+        if device is None or "dispenser_address" not in device:
+            return
+        key = f"{entry.gateway_id}|{device['dispenser_address']}"
+        if entry.event_type == "seal_close":
+            (state.get("in_service") or {}).pop(key, None)
+        elif entry.event_type == "seal_open" and self.facts.work_order(
+                entry.site_id, entry.gateway_id, entry.device_ref, "seal_open",
+                entry.wall_time_ms):
+            in_service = state.get("in_service")
+            if in_service is None:
+                in_service = state["in_service"] = {}
+            in_service[key] = entry.wall_time_ms + int(self.params["service_window_hours"]
+                                                       * 3_600_000)
+
+    def _test_draw(self, entry, state):
+        """True for a sale of a dispenser in its service window (fuel poured back)."""
+        in_service, device = state.get("in_service"), entry.device
+        if not in_service or not device or "dispenser_address" not in device:
+            return False
+        key = f"{entry.gateway_id}|{device['dispenser_address']}"
+        until = in_service.get(key)
+        return until is not None and entry.body["end_wall_time_ms"] <= until
 
     def _book(self, tank, end_ms, sales, delivered, delivery_id):
         """Put a sale or delivery into its minute bucket; one whose minute a closing reading has

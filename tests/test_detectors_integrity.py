@@ -356,6 +356,60 @@ def test_a_board_after_an_authorised_recalibration_is_seen_against_the_learnt_de
     assert "授权作业后" in finding.explanation_zh
 
 
+def _mismatches_after(work, differences_ml, *, facts=AUTHORISED, pulse_ml=80000):
+    """The findings for ``work`` on dispenser 80 (a calibration from K 100000 to 99700, which
+    makes honest sales read +0.3 % against the gateway's pulses, or a parameter change), then one
+    pulse_mismatch event on nozzle 80/1 per difference, each 10 honest sales apart."""
+    chain = Chain("GW-1")
+    if work == "calibration":
+        items = [_calibration(chain, T0)]
+    else:
+        items = [chain.add("event", event_body("parameter_change", parameter_id="P1",
+                                               new_value="2"),
+                           device={"dispenser_address": 80}, wall_time_ms=T0)]
+    at = T0
+    for difference in differences_ml:
+        for _ in range(10):
+            at += 600000
+            items.append(_sale(chain, 20000, at, pulses=2000, pulse_volume_ml=20000))
+        items.append(chain.add("event", event_body(
+            "pulse_mismatch", pulses_counted=pulse_ml // 10, pulse_volume_ml=pulse_ml,
+            reported_volume_ml=pulse_ml + difference, difference_ml=difference,
+            k_factor_pulses_per_kl=100000), device=nozzle(80, 1), wall_time_ms=at))
+    return [f for f in _run(_engine(PulseCrossCheck, facts), items)
+            if f.rule == "dispenser.pulse_crosscheck.mismatch"]
+
+
+def test_a_mismatch_that_an_authorised_calibration_explains_is_not_reported():
+    # 80 L at +0.3 %: the new K's own shift (+240.7 mL), which the gateway's allowance (~211 mL)
+    # flags on every large draw after an honest recalibration.
+    assert _mismatches_after("calibration", [241]) == []
+    # Without a work order the same event is a finding, as before.
+    (finding,) = _mismatches_after("calibration", [241], facts=StaticFacts({"GW-1": "SITE-A"}))
+    assert "+241 mL" in finding.explanation_en
+
+
+def test_a_mismatch_beyond_the_calibrations_shift_is_reported():
+    # A board on top of the authorised calibration: +3.3 % where +0.3 % is expected.
+    (finding,) = _mismatches_after("calibration", [2640])
+    assert finding.parameters["observed"]["difference_ml"] == 2640
+
+
+def test_a_mismatch_at_the_calibrations_allowance_boundary():
+    # Expected +240.72 mL; allowance 0.2 % of 80 L + 20 mL = 180 mL: 420 is inside, 421 is not,
+    # and below the shift likewise (61 inside, 60 not).
+    assert _mismatches_after("calibration", [420, 61]) == []
+    assert len(_mismatches_after("calibration", [421])) == 1
+    assert len(_mismatches_after("calibration", [60])) == 1
+
+
+def test_other_authorised_work_sets_no_expected_shift():
+    # A parameter change (work order or not) says nothing about the K-factor.
+    facts = StaticFacts({"GW-1": "SITE-A"}, work_orders=[WorkOrder(
+        "WO-2", "SITE-A", "GW-1", "80", ("parameter_change",), T0, T0 + 10 ** 9)])
+    assert len(_mismatches_after("parameter_change", [241], facts=facts)) == 1
+
+
 def test_the_learning_survives_a_checkpoint():
     chain = Chain("GW-1")
     items = _pulse_sales(chain, 5, 1.0)

@@ -4,10 +4,10 @@ slope test, the per-nozzle attribution and the single-day gross check."""
 import json
 import random
 
-from meterseal.fraud_rules import Engine, StaticFacts, load_params
+from meterseal.fraud_rules import Engine, StaticFacts, WorkOrder, load_params
 from meterseal.fraud_rules.wetstock import Wetstock
-from meterseal.hil.plain_records import (Chain, delivery_body, inventory_body, nozzle,
-                                         sale_body, tank)
+from meterseal.hil.plain_records import (Chain, delivery_body, event_body, inventory_body,
+                                         nozzle, sale_body, tank)
 
 SITE = "S1"
 HOUR = 3_600_000
@@ -211,6 +211,44 @@ def test_daily_variance_boundary():
     assert "250.00 L" in findings[0].explanation_en and "251.00 L" in findings[0].explanation_en
     # 1 ms before the settling delay is over the day is not judged yet
     assert run(day_stream(251_000, settle_at=START + 31 * HOUR - 1)) == []
+
+
+def service_day(test_draw_end_ms, seal_close_ms=None, authorised=True):
+    """A 10,000 L day on which dispenser 80, its seal opened at 08:00 under a work order (or
+    without one), draws 600 L into a proving can that go back into the tank; the findings."""
+    gauge, pumps = Chain("GW-T", START), Chain("GW-D", START)
+    items = [reading(gauge, START + HOUR, 30_000_000),
+             pumps.add("event", event_body("seal_open", seal="S80"),
+                       device={"dispenser_address": 80}, wall_time_ms=START + 8 * HOUR)]
+    if seal_close_ms is not None:
+        items.append(pumps.add("event", event_body("seal_close", seal="S80"),
+                               device={"dispenser_address": 80}, wall_time_ms=seal_close_ms))
+    items += [sale(pumps, test_draw_end_ms, 600_000),
+              sale(pumps, START + 14 * HOUR, 10_000_000),
+              reading(gauge, START + 25 * HOUR, 20_000_000),
+              reading(gauge, START + 31 * HOUR, 20_000_000)]
+    orders = [WorkOrder("WO-80", SITE, "GW-D", "80", ("seal_open", "calibration"),
+                        START + 7 * HOUR, START + 10 * HOUR)] if authorised else []
+    facts = StaticFacts(sites=FACTS.sites, tanks=FACTS.tanks, work_orders=orders)
+    engine = Engine(load_params(), facts, detectors=[Wetstock])
+    return [f for record_id, record in items for f in engine.feed(record_id, record)]
+
+
+def test_test_draws_under_authorised_service_are_not_taken_from_the_tank():
+    assert service_day(START + 9 * HOUR) == []
+    # Without the work order the 600 L are sales the tank never lost (limit 253 L).
+    (finding,) = service_day(START + 9 * HOUR, authorised=False)
+    assert finding.rule == "tank.daily_variance"
+    assert finding.parameters["observed"]["variance_ml"] == -600_000
+
+
+def test_the_service_window_ends_at_seal_close_or_after_four_hours():
+    # Boundary: the window is 4 h (service_window_hours) from the seal_open at 08:00.
+    assert service_day(START + 12 * HOUR) == []
+    assert [f.rule for f in service_day(START + 12 * HOUR + 1)] == ["tank.daily_variance"]
+    # A seal_close at 08:30 ends it: a 09:00 draw is a sale again.
+    assert [f.rule for f in service_day(START + 9 * HOUR, seal_close_ms=START + 8 * HOUR
+                                        + 30 * 60_000)] == ["tank.daily_variance"]
 
 
 def late_delivery_stream(gauge, pumps, delivery_after_judging=False):
