@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 from meterseal.firmware.drivers import pulses as pulse_rules
-from meterseal.fraud_rules.facts import StaticFacts
+from meterseal.fraud_rules.facts import StaticFacts, WorkOrder
 from meterseal.hil.cheats import parse_schedule
 from meterseal.hil.emulators.tank_model import (
     GASOLINE_EXPANSION_PER_C,
@@ -62,6 +62,11 @@ RAMP_UP_S = 2.0
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 _PPM = 1_000_000
+# Honest service visits come at 01:00 local, before any site opens, and take at most 40 min per
+# device; test draws go into a proving can and back into the tank.
+SERVICE_HOUR = 1
+SERVICE_SLOT_MS = 40 * 60 * 1000
+TEST_DRAW_ML = 20000
 
 
 class FleetScenarioError(ValueError):
@@ -191,6 +196,65 @@ class _Gateway:
         return out
 
 
+class _Site:
+    """What forecourts and markets share: the honest events a scenario asks for. A share of the
+    honest devices (``service_visit_share``) gets one authorised service visit, a seal opened
+    and a calibration under a work order; a share of the sites (``power_cut_share``) loses power
+    once, for 0.5 to 3 h in opening hours, gateway and devices together, and half of those
+    gateways sign a power_fail first. Both are drawn from a generator of their own, so a
+    scenario without them runs exactly as before."""
+
+    def plan_honest_events(self, start_ms, days, seed, devices):
+        rng = random.Random(f"{seed}/{self.site_id}/honest-events")
+        self.visits = {}        # day -> the device ids serviced that night
+        self.work_orders = []
+        share = self.spec.get("service_visit_share", 0.0)
+        for device in devices:
+            if days > 1 and rng.random() < share:
+                day = rng.randrange(1, days)
+                slot = len(self.visits.setdefault(day, []))
+                self.visits[day].append(device)
+                at = start_ms + day * DAY_MS + SERVICE_HOUR * HOUR_MS + slot * SERVICE_SLOT_MS
+                self.work_orders.append(WorkOrder(
+                    f"WO-{self.site_id}-{device}", self.site_id, self.gateway.chain.gateway_id,
+                    str(device), ("seal_open", "calibration"), at - HOUR_MS,
+                    at + SERVICE_SLOT_MS + HOUR_MS, technician="fleet service"))
+        self.power_cut = None
+        if days > 1 and rng.random() < self.spec.get("power_cut_share", 0.0):
+            open_h, close_h = self.spec["opening_hours"]
+            begin = (rng.randrange(1, days) * DAY_MS
+                     + int(rng.uniform(open_h, close_h - 1) * HOUR_MS))
+            self.power_cut = (start_ms + begin, int(rng.uniform(0.5, 3.0) * HOUR_MS),
+                              rng.random() < 0.5)
+        self.service_rng = rng
+
+    def cut_window(self, day_start_ms):
+        """(from, to) ms of today's power cut, or None."""
+        if self.power_cut is None:
+            return None
+        begin, duration, _ = self.power_cut
+        if not day_start_ms <= begin < day_start_ms + DAY_MS:
+            return None
+        return begin, begin + duration
+
+    def powered(self, at_ms, cut, margin_ms=0):
+        """False within today's cut (or ``margin_ms`` before it: a sale would not finish)."""
+        return cut is None or not cut[0] - margin_ms <= at_ms < cut[1]
+
+    def power_events(self, cut):
+        """What the gateway signs around a cut: perhaps a power_fail, then a boot."""
+        if cut is None:
+            return
+        if self.power_cut[2]:
+            self.gateway.emit(cut[0], "event", event_body("power_fail", supply_mv=9800))
+        self.gateway.emit(cut[1], "event", event_body("boot", reset_cause="power_on"))
+
+    def service_times(self, day, day_start_ms):
+        """(start ms, device) of each visit tonight."""
+        for slot, device in enumerate(self.visits.get(day, ())):
+            yield day_start_ms + SERVICE_HOUR * HOUR_MS + slot * SERVICE_SLOT_MS, device
+
+
 class _Nozzle:
     def __init__(self, rng, address, number, spec, honest_drift_percent):
         self.address = address
@@ -205,6 +269,7 @@ class _Nozzle:
         self.drift_per_day = rng.uniform(-1, 1) * honest_drift_percent / 100 / 30
         self.totalizer_ml = rng.randrange(10_000_000, 900_000_000)
         self.moves = []   # today's (sale end ms, totalizer after), for the heartbeats
+        self.k_factor = K_FACTOR   # the dispenser's own; a service calibration changes it
 
     def totalizer_at(self, at_ms, day_start_total):
         """The totalizer a heartbeat at ``at_ms`` sees: sales that ended by then have counted."""
@@ -215,7 +280,7 @@ class _Nozzle:
         return max(-0.003, min(0.003, self.meter_error + self.drift_per_day * day))
 
 
-class _ForecourtSite:
+class _ForecourtSite(_Site):
     def __init__(self, fleet, site_id, spec, cheat, pulse_input, rng):
         self.site_id = site_id
         self.spec = spec
@@ -249,22 +314,55 @@ class _ForecourtSite:
         for nozzle in self.nozzles():
             day_start_totals[nozzle] = nozzle.totalizer_ml
             nozzle.moves = []
+        for at, address in self.service_times(day, day_start_ms):
+            self._service(day, at, address)
+        cut = self.cut_window(day_start_ms)
         for nozzles in self.dispensers.values():
             busy_until = 0
             for arrival in _poisson_times(self.rng, day_start_ms, self.spec["opening_hours"],
                                           self.spec["arrivals_per_hour"]):
                 start = max(arrival, busy_until)
+                if not self.powered(start, cut, margin_ms=10 * 60 * 1000):
+                    continue  # the customer drives on
                 nozzle = self.rng.choice(nozzles)
                 duration_ms = self._sale(day, nozzle, start)
                 busy_until = start + duration_ms + self.spec.get("changeover_s", 45) * 1000
         self._config_events(day_start_ms)
+        self.power_events(cut)
         interval_ms = self.spec.get("status_interval_s", 900) * 1000
         for t in range(day_start_ms + 1, day_start_ms + DAY_MS, interval_ms):
+            if not self.powered(t, cut):
+                continue
             totals = [(n.address, n.number, n.totalizer_at(t, day_start_totals[n]))
                       for n in self.nozzles()]
             self.gateway.emit(t, "status", status_body(totals, links=self._links()))
-        self._tanks_day(day_start_ms)
+        self._tanks_day(day_start_ms, cut)
         return self.gateway.flush()
+
+    def _service(self, day, at_ms, address):
+        """An authorised visit: the seal opened, two 20 L test draws per nozzle into a proving
+        can, each nozzle's K-factor set so that it shows the true volume, one draw more to
+        confirm, the seal closed. The gateway's sealed K stays, so afterwards the dispenser's
+        volume runs against the pulses by the meter error the calibration took out."""
+        rng = self.service_rng
+        device = {"dispenser_address": address}
+        self.gateway.emit(at_ms, "event", event_body("seal_open", seal=f"S{address}"),
+                          device=device, truth=False)
+        t = at_ms + 2 * 60 * 1000
+        for nozzle in self.dispensers[address]:
+            for _ in range(2):
+                t += self._sale(day, nozzle, t, rng=rng, test_draw_ml=TEST_DRAW_ML) + 60 * 1000
+            old_k = nozzle.k_factor
+            nozzle.k_factor = round(K_FACTOR * (1 + nozzle.honest_error(day)))
+            t += 2 * 60 * 1000
+            self.gateway.emit(t, "event", event_body(
+                "calibration", old_k_factor_pulses_per_kl=old_k,
+                new_k_factor_pulses_per_kl=nozzle.k_factor, calibration_count=1),
+                device={**device, "nozzle": nozzle.number}, truth=False)
+            t += self._sale(day, nozzle, t + 60 * 1000, rng=rng,
+                            test_draw_ml=TEST_DRAW_ML) + 2 * 60 * 1000
+        self.gateway.emit(t, "event", event_body("seal_close", seal=f"S{address}"),
+                          device=device, truth=False)
 
     def _links(self):
         return ("dispenser", "tank_gauge", "pulse_input") if self.pulse_input else (
@@ -291,10 +389,14 @@ class _ForecourtSite:
                 new_identity=f"CLONE-{self.rng.randrange(10**6):06d}"), device=device,
                 truth=True)
 
-    def _sale(self, day, nozzle, start_ms):
-        rng, spec = self.rng, self.spec
+    def _sale(self, day, nozzle, start_ms, rng=None, test_draw_ml=None):
+        """One sale (a customer's, or a service visit's test draw into a proving can, whose
+        fuel goes back to the tank); returns its duration in ms."""
+        rng, spec = rng or self.rng, self.spec
         preset_amount = None
-        if rng.random() < spec.get("preset_share", 0.25):
+        if test_draw_ml is not None:
+            wanted_ml = test_draw_ml
+        elif rng.random() < spec.get("preset_share", 0.25):
             preset_amount = rng.choice(spec["preset_amounts_minor"])
             wanted_ml = preset_amount * _PPM / nozzle.price
         else:
@@ -311,14 +413,17 @@ class _ForecourtSite:
         counted_per_true = (1 + nozzle.honest_error(day)) * (1 + encoder_gain)
         extra_from = (cheat.schedule.threshold if active and cheat.schedule.mode == "draws_above"
                       else 0)
+        # The CPU divides by its own K-factor, the gateway's pulse volume by the sealed one.
+        k_scale = K_FACTOR / nozzle.k_factor
 
         def displayed(counted_ml):
-            return counted_ml + cpu_gain * max(0.0, counted_ml - extra_from)
+            return (counted_ml + cpu_gain * max(0.0, counted_ml - extra_from)) * k_scale
 
         if preset_amount is not None:  # a preset stops at its mark
             indicated_ml = int(wanted_ml) // DISPLAY_STEP_ML * DISPLAY_STEP_ML
-            counted_ml = (indicated_ml if indicated_ml <= extra_from else
-                          extra_from + (indicated_ml - extra_from) / (1 + cpu_gain))
+            cpu_ml = indicated_ml / k_scale
+            counted_ml = (cpu_ml if cpu_ml <= extra_from else
+                          extra_from + (cpu_ml - extra_from) / (1 + cpu_gain))
             true_ml = counted_ml / counted_per_true
         else:
             true_ml = wanted_ml
@@ -350,10 +455,12 @@ class _ForecourtSite:
             body["pulse_volume_ml"] = pulse_rules.pulse_volume_ml(pulses, K_FACTOR)
         nozzle.totalizer_ml += indicated_ml
         nozzle.moves.append((start_ms + duration_ms, nozzle.totalizer_ml))
-        self.tanks[nozzle.tank]["sold_today"] += true_ml
+        if test_draw_ml is None:
+            self.tanks[nozzle.tank]["sold_today"] += true_ml
         device = {"dispenser_address": nozzle.address, "nozzle": nozzle.number}
         end_ms = start_ms + duration_ms
-        self.gateway.emit(end_ms, "fuel.sale", body, device=device, truth=active)
+        self.gateway.emit(end_ms, "fuel.sale", body, device=device,
+                          truth=active if test_draw_ml is None else False)
         if self.pulse_input and pulse_rules.mismatch(
                 body["pulse_volume_ml"], reported_ml, K_FACTOR, DISPLAY_STEP_ML):
             self.gateway.emit(end_ms, "event", event_body(
@@ -363,9 +470,10 @@ class _ForecourtSite:
                 k_factor_pulses_per_kl=K_FACTOR), device=device, truth=active)
         return duration_ms
 
-    def _tanks_day(self, day_start_ms):
-        """Hourly gauge readings; the tank falls evenly over opening hours by what its nozzles
-        drew today, and a delivery at 03:00 tops it up to 70 % of capacity."""
+    def _tanks_day(self, day_start_ms, cut):
+        """Hourly gauge readings (none while the power is cut); the tank falls evenly over
+        opening hours by what its nozzles drew today, and a delivery at 03:00 tops it up to 70 %
+        of capacity."""
         open_h, close_h = self.spec["opening_hours"]
         for number, tank in self.tanks.items():
             sold, tank["sold_today"] = tank["sold_today"], 0.0
@@ -377,7 +485,8 @@ class _ForecourtSite:
                     opening_tc = tank["tc_ml"]
                 share = min(max((hour - open_h) / (close_h - open_h), 0.0), 1.0)
                 true_tc = opening_tc - sold * share
-                self._reading(number, tank, at + 30 * 60 * 1000, true_tc, hour)
+                if self.powered(at + 30 * 60 * 1000, cut):
+                    self._reading(number, tank, at + 30 * 60 * 1000, true_tc, hour)
             tank["tc_ml"] = opening_tc - sold
 
     def _temperature_c(self, hour):
@@ -422,7 +531,7 @@ class _Scale:
         self.sale_number = rng.randrange(1000, 90000)
 
 
-class _MarketSite:
+class _MarketSite(_Site):
     def __init__(self, fleet, site_id, spec, cheat, rng):
         self.site_id = site_id
         self.spec = spec
@@ -432,14 +541,34 @@ class _MarketSite:
         self.scales = [_Scale(rng, f"{site_id}-S{n + 1}", spec) for n in range(spec["scales"])]
 
     def day(self, day, day_start_ms):
+        for at, scale_id in self.service_times(day, day_start_ms):
+            self._service(day, at, scale_id)
+        cut = self.cut_window(day_start_ms)
         for scale in self.scales:
             for at in _poisson_times(self.rng, day_start_ms, self.spec["opening_hours"],
                                      self.spec["arrivals_per_hour"]):
-                self._weighing(day, scale, at)
+                if self.powered(at, cut, margin_ms=60 * 1000):
+                    self._weighing(day, scale, at)
+        self.power_events(cut)
         interval_ms = self.spec.get("status_interval_s", 900) * 1000
         for t in range(day_start_ms, day_start_ms + DAY_MS, interval_ms):
-            self.gateway.emit(t + 1, "status", status_body(links=("scale",)))
+            if self.powered(t + 1, cut):
+                self.gateway.emit(t + 1, "status", status_body(links=("scale",)))
         return self.gateway.flush()
+
+    def _service(self, day, at_ms, scale_id):
+        """An authorised visit: the seal opened, the span adjusted to within ±0.1 e at Max of
+        true, the seal closed."""
+        scale = next(s for s in self.scales if s.scale_id == scale_id)
+        device = {"scale_id": scale_id}
+        self.gateway.emit(at_ms, "event", event_body("seal_open", seal=f"S-{scale_id}"),
+                          device=device, truth=False)
+        residual = self.service_rng.uniform(-0.1, 0.1) * scale.e_mg / scale.max_mg
+        scale.span_error = residual - scale.drift_per_day * day
+        self.gateway.emit(at_ms + 15 * 60 * 1000, "event", event_body(
+            "calibration", calibration_count=1), device=device, truth=False)
+        self.gateway.emit(at_ms + 25 * 60 * 1000, "event", event_body(
+            "seal_close", seal=f"S-{scale_id}"), device=device, truth=False)
 
     def _weighing(self, day, scale, at_ms):
         rng, e = self.rng, scale.e_mg
@@ -536,6 +665,13 @@ class Fleet:
                                         cheat_start_ms, rng)
                 self.sites.append(_MarketSite(self, site_id, market, cheat,
                                               random.Random(rng.random())))
+        for site in self.sites:
+            if isinstance(site, _ForecourtSite):
+                devices = [a for a in site.dispensers if a != site.cheat_address]
+            else:
+                devices = [s.scale_id for s in site.scales
+                           if site.cheat is None or s.scale_id != site.cheat.label.device_ref]
+            site.plan_honest_events(self.start_ms, self.days, self.seed, devices)
         if (dispenser_cheats and not forecourt) or (scale_cheats and not market):
             raise FleetScenarioError("cheats need a [forecourt] for dispensers and a [market] "
                                      "for scales")
@@ -562,8 +698,9 @@ class Fleet:
                     max_flows[(site.site_id, f"{nozzle.address}/{nozzle.number}")] = \
                         nozzle.max_flow_lpm
                     models[(gateway_id, str(nozzle.address))] = DISPENSER_MODEL
+        work_orders = [order for site in self.sites for order in site.work_orders]
         return StaticFacts(sites=sites, prices=sorted(set(prices)), tanks=tanks,
-                           max_flows=max_flows, models=models)
+                           max_flows=max_flows, models=models, work_orders=work_orders)
 
     def _devices(self):
         """(site_id, device_ref) -> kind, for every device a finding may name."""
