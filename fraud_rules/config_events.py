@@ -5,7 +5,7 @@ totalizers moved (docs/detectors.md, "Configuration events", "Heartbeat gaps")."
 from .dispenser_integrity import sale_totals, status_refs
 from .engine import Detector
 from .facts import AUTHORISED_WORK
-from .finding import litres, utc_text
+from .finding import litres, percent, utc_text
 
 _SEVERITY = {"calibration": "high", "device_identity_changed": "high", "seal_open": "medium",
              "parameter_change": "medium", "software_update": "medium"}
@@ -33,9 +33,10 @@ def _text(value):
 
 
 class UnauthorisedChange(Detector):
-    """Events of AUTHORISED_WORK types not covered by a work order; and a dispenser parameter
-    checksum, identity or software id that changes between two sales with no event or work
-    order for it (rule config.silent_change)."""
+    """Events of AUTHORISED_WORK types not covered by a work order; an authorised calibration
+    that moves a K-factor further than a correct one could (rule config.large_calibration); and
+    a dispenser parameter checksum, identity or software id that changes between two sales with
+    no event or work order for it (rule config.silent_change)."""
 
     name = "config.unauthorised_change"
     kinds = ("event", "fuel.sale")
@@ -52,12 +53,15 @@ class UnauthorisedChange(Detector):
         body = entry.body
         if work == "device_identity_changed" and body.get("old_identity") is None:
             return []  # first sighting, not a change
-        if self.facts.work_order(entry.site_id, entry.gateway_id, entry.device_ref, work,
-                                 entry.wall_time_ms):
-            return []
-        detail_en, detail_zh = "", ""
         old_k, new_k = body.get("old_k_factor_pulses_per_kl"), body.get(
             "new_k_factor_pulses_per_kl")
+        order = self.facts.work_order(entry.site_id, entry.gateway_id, entry.device_ref, work,
+                                      entry.wall_time_ms)
+        if order:
+            if work == "calibration" and old_k and new_k:
+                return self._large_calibration(entry, order, old_k, new_k)
+            return []
+        detail_en, detail_zh = "", ""
         if work == "calibration" and old_k and new_k:
             change = f"{(new_k - old_k) / old_k * 100:+.2f} %"
             detail_en = f" K-factor {old_k} -> {new_k} pulses per kL ({change})."
@@ -81,6 +85,32 @@ class UnauthorisedChange(Detector):
                 f"没有覆盖它的授权工单；此设备此时应有工单。" + detail_zh),
             observed={"event_type": work, **{k: _text(v) for k, v in body.items()
                                              if k != "event_type"}},
+            evidence=[entry.record_id])]
+
+    def _large_calibration(self, entry, order, old_k, new_k):
+        """An authorised calibration's K step beyond max_authorised_k_step: the detectors
+        relearn after it, so its size is the one thing left to judge."""
+        step = old_k / new_k - 1  # the change in the volume the dispenser shows
+        limit = self.params["max_authorised_k_step"]
+        if abs(step) <= limit:
+            return []
+        ref, at = entry.device_ref, utc_text(entry.wall_time_ms)
+        nozzle = "nozzle" in (entry.device or {})
+        what_en, what_zh = ("nozzle", "油枪") if nozzle else ("dispenser", "加油机")
+        return [self.finding(
+            entry, rule="config.large_calibration", severity="medium",
+            score=min(1.0, 0.5 + abs(step) * 10),
+            en=(f"Calibration of {what_en} {ref} at {at} (event seq {entry.seq}) under work "
+                f"order {order.work_order_id}: K-factor {old_k} -> {new_k} pulses per kL moves "
+                f"the volume shown by {percent(step)}; expected within ±{limit * 100:.2f} %, the "
+                f"most a correct calibration of a meter within its accuracy class can move it. "
+                f"Either the meter was that far out before, or the new K is wrong."),
+            zh=(f"{what_zh} {ref} 于 {at} 在工单 {order.work_order_id} 下标定（事件 seq {entry.seq}）："
+                f"K 系数每千升 {old_k} -> {new_k} 个脉冲，使显示油量变化 {percent(step)}；应在 "
+                f"±{limit * 100:.2f} % 以内，即正确标定准确度等级内的流量计所能改变的最大量。"
+                f"要么此前流量计已偏差这么多，要么新的 K 系数有误。"),
+            observed={"old_k_factor_pulses_per_kl": old_k, "new_k_factor_pulses_per_kl": new_k,
+                      "volume_step": round(step, 6), "work_order_id": order.work_order_id},
             evidence=[entry.record_id])]
 
     def _sale(self, entry, state):

@@ -27,9 +27,9 @@ def _run(engine, items):
     return [f for item in items for f in engine.feed(*item)]
 
 
-def _calibration(chain, at_ms):
+def _calibration(chain, at_ms, new_k=101000):
     return chain.add("event", event_body("calibration", old_k_factor_pulses_per_kl=100000,
-                                         new_k_factor_pulses_per_kl=101000),
+                                         new_k_factor_pulses_per_kl=new_k),
                      device=nozzle(80, 1), wall_time_ms=at_ms)
 
 
@@ -51,9 +51,36 @@ def test_work_order_covers_and_boundary_of_its_window():
     order = WorkOrder("WO-1", "SITE-A", "GW-1", "80", ("calibration",), T0 - MIN, T0)
     facts = StaticFacts({"GW-1": "SITE-A"}, work_orders=[order])
     chain = Chain("GW-1")
-    assert _engine(UnauthorisedChange, facts).feed(*_calibration(chain, T0)) == []
-    (late,) = _engine(UnauthorisedChange, facts).feed(*_calibration(chain, T0 + 1))
+    assert _engine(UnauthorisedChange, facts).feed(*_calibration(chain, T0, 100200)) == []
+    (late,) = _engine(UnauthorisedChange, facts).feed(*_calibration(chain, T0 + 1, 100200))
     assert late.severity == "high"
+
+
+def _authorised_calibration(new_k):
+    order = WorkOrder("WO-7", "SITE-A", "GW-1", "80", ("calibration",), T0 - MIN, T0 + MIN)
+    engine = _engine(UnauthorisedChange, StaticFacts({"GW-1": "SITE-A"}, work_orders=[order]))
+    return engine.feed(*_calibration(Chain("GW-1"), T0, new_k))
+
+
+def test_an_authorised_calibration_beyond_the_accuracy_class_is_reported():
+    # K 100000 -> 103000: the nozzle shows 2.91 % less than before, under a valid work order.
+    (finding,) = _authorised_calibration(103000)
+    assert (finding.rule, finding.severity, finding.device_ref) == (
+        "config.large_calibration", "medium", "80/1")
+    for text in (finding.explanation_en, finding.explanation_zh):
+        assert "WO-7" in text and "100000 -> 103000" in text and "-2.91 %" in text
+        assert "±0.50 %" in text
+    assert "nozzle 80/1" in finding.explanation_en and "油枪 80/1" in finding.explanation_zh
+
+
+def test_an_authorised_calibration_within_the_accuracy_class_is_quiet_and_boundary():
+    # Boundary at 0.5 %: 100000 / 99503 - 1 = +0.4995 %, 100000 / 99502 - 1 = +0.5005 %;
+    # likewise below (100502: -0.4995 %, 100503: -0.5005 %).
+    assert _authorised_calibration(100300) == []
+    assert _authorised_calibration(99503) == []
+    assert [f.rule for f in _authorised_calibration(99502)] == ["config.large_calibration"]
+    assert _authorised_calibration(100502) == []
+    assert [f.rule for f in _authorised_calibration(100503)] == ["config.large_calibration"]
 
 
 def test_scale_unlock_and_first_identity_sighting():
