@@ -3,7 +3,7 @@ no authorised work order, silent changes seen only in the sales, and a gateway s
 totalizers moved (docs/detectors.md, "Configuration events", "Heartbeat gaps")."""
 
 from .dispenser_integrity import sale_totals, status_refs
-from .engine import Detector
+from .engine import Detector, dispenser_key
 from .facts import AUTHORISED_WORK
 from .finding import litres, percent, utc_text
 
@@ -47,9 +47,9 @@ class UnauthorisedChange(Detector):
         work = entry.event_type
         if work not in AUTHORISED_WORK:
             return []
-        if entry.device and "dispenser_address" in entry.device:
-            state.setdefault("events", {})[
-                f"{entry.gateway_id}|{entry.device['dispenser_address']}"] = entry.seq
+        dispenser = dispenser_key(entry)
+        if dispenser is not None:
+            state.setdefault("events", {})[dispenser] = entry.seq
         body = entry.body
         if work == "device_identity_changed" and body.get("old_identity") is None:
             return []  # first sighting, not a change
@@ -117,7 +117,7 @@ class UnauthorisedChange(Detector):
         if _SILENT_FIELDS.keys().isdisjoint(entry.body):
             return []  # a dispenser that reports none of them: nothing to compare
         address = entry.device["dispenser_address"]
-        key = f"{entry.gateway_id}|{address}"
+        key = dispenser_key(entry)
         dispensers = state.get("dispensers")
         if dispensers is None:  # not setdefault: its default would be built on every sale
             dispensers = state["dispensers"] = {}

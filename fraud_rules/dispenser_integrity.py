@@ -444,12 +444,12 @@ class PulseCrossCheck(Detector):
                     nozzle.pop(field, None)
                 nozzle["learning"] = []
         calibrated = state.get("calibrated_k")
-        if calibrated is None:
-            calibrated = state["calibrated_k"] = {}
         new_k = entry.body.get("new_k_factor_pulses_per_kl")
         if entry.event_type == "calibration" and new_k:
+            if calibrated is None:
+                calibrated = state["calibrated_k"] = {}
             calibrated[entry.device_key] = new_k  # a nozzle's, or the whole dispenser's
-        else:
+        elif calibrated:
             for key in [k for k in calibrated if k == dispenser or k.startswith(prefix)]:
                 del calibrated[key]
 

@@ -34,6 +34,14 @@ def device_ref(device):
     return f"tank/{device['tank_number']}"
 
 
+def dispenser_key(entry):
+    """The dispenser an entry concerns, as detectors key it ("GW-1|80"), or None."""
+    device = entry.device
+    if not device or "dispenser_address" not in device:
+        return None
+    return f"{entry.gateway_id}|{device['dispenser_address']}"
+
+
 class Entry:
     """One verified record as the engine feeds it: its store id, its site and its plain form.
     ``gap_before``: the gateway's previous seq was not fed just before it (records missing).
@@ -95,16 +103,19 @@ class Detector(ABC):
     def feed(self, entry, state):
         """This detector's Findings for ``entry``; ``state`` is updated in place."""
 
-    def reworked_dispenser(self, entry):
-        """The dispenser ("GW-1|80") that an event reports authorised REBASELINE_WORK on (a work
-        order covers it), else None. Unauthorised work is config.unauthorised_change's finding,
-        and what the detectors learnt stays, so a cheat done that way is seen by them too."""
-        device = entry.device or {}
-        if (entry.event_type not in REBASELINE_WORK or "dispenser_address" not in device
-                or not self.facts.work_order(entry.site_id, entry.gateway_id, entry.device_ref,
-                                             entry.event_type, entry.wall_time_ms)):
+    def reworked_dispenser(self, entry, works=REBASELINE_WORK):
+        """The dispenser ("GW-1|80") that an event reports authorised work of ``works`` on (a
+        work order covers it), else None. Unauthorised work is config.unauthorised_change's
+        finding, and what the detectors learnt stays, so a cheat done that way is seen by them
+        too."""
+        if entry.event_type not in works:
             return None
-        return f"{entry.gateway_id}|{device['dispenser_address']}"
+        dispenser = dispenser_key(entry)
+        if dispenser is None or not self.facts.work_order(
+                entry.site_id, entry.gateway_id, entry.device_ref, entry.event_type,
+                entry.wall_time_ms):
+            return None
+        return dispenser
 
     def finding(self, entry, *, severity, score, en, zh, observed, evidence, rule=None,
                 device=ENTRY_DEVICE, gateway_id=None, extra=None):

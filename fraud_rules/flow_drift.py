@@ -16,7 +16,7 @@ bounded windows of recent steady flows.
 
 from bisect import bisect_left, bisect_right, insort
 
-from .engine import Detector
+from .engine import Detector, dispenser_key
 from .finding import local_hour, percent, utc_text
 from .stats import cusum, mad_sigma, median, push_window, trimmed_mean
 
@@ -130,7 +130,7 @@ class _FlowDetector(Detector):
         if nozzle is None:
             nozzle = nozzles[key] = {
                 "grade": entry.body["grade"],
-                "dispenser": f"{entry.gateway_id}|{entry.device['dispenser_address']}"}
+                "dispenser": dispenser_key(entry)}
         # A tuple of numbers: once a collection has seen it the garbage collector no longer
         # tracks it, where a window of lists would be walked at every full collection.
         return flow, key, nozzles, nozzle, (entry.record_id, entry.seq, entry.wall_time_ms)

@@ -32,7 +32,7 @@ least-squares standard error holds.
 
 import math
 
-from .engine import Detector
+from .engine import Detector, dispenser_key
 from .finding import evidence_ids, litres, percent, utc_text
 from .stats import linear_fit, solve_normal_equations
 
@@ -76,29 +76,32 @@ class Wetstock(Detector):
     def _service(self, entry, state):
         """An authorised seal_open on a dispenser opens its service window; seal_close ends
         it."""
-        device = entry.device
-        if device is None or "dispenser_address" not in device:
-            return
-        key = f"{entry.gateway_id}|{device['dispenser_address']}"
         if entry.event_type == "seal_close":
-            (state.get("in_service") or {}).pop(key, None)
-        elif entry.event_type == "seal_open" and self.facts.work_order(
-                entry.site_id, entry.gateway_id, entry.device_ref, "seal_open",
-                entry.wall_time_ms):
-            in_service = state.get("in_service")
-            if in_service is None:
-                in_service = state["in_service"] = {}
-            in_service[key] = entry.wall_time_ms + int(self.params["service_window_hours"]
-                                                       * 3_600_000)
+            (state.get("in_service") or {}).pop(dispenser_key(entry), None)
+            return
+        dispenser = self.reworked_dispenser(entry, ("seal_open",))
+        if dispenser is None:
+            return
+        in_service = state.get("in_service")
+        if in_service is None:
+            in_service = state["in_service"] = {}
+        in_service[dispenser] = entry.wall_time_ms + int(self.params["service_window_hours"]
+                                                         * 3_600_000)
 
     def _test_draw(self, entry, state):
-        """True for a sale of a dispenser in its service window (fuel poured back)."""
-        in_service, device = state.get("in_service"), entry.device
-        if not in_service or not device or "dispenser_address" not in device:
+        """True for a sale of a dispenser in its service window (fuel poured back); a window
+        that ran out without a seal_close is dropped here."""
+        in_service = state.get("in_service")
+        if not in_service:
             return False
-        key = f"{entry.gateway_id}|{device['dispenser_address']}"
-        until = in_service.get(key)
-        return until is not None and entry.body["end_wall_time_ms"] <= until
+        dispenser = dispenser_key(entry)
+        until = in_service.get(dispenser)
+        if until is None:
+            return False
+        if entry.body["end_wall_time_ms"] <= until:
+            return True
+        del in_service[dispenser]
+        return False
 
     def _book(self, tank, end_ms, sales, delivered, delivery_id):
         """Put a sale or delivery into its minute bucket; one whose minute a closing reading has

@@ -202,14 +202,15 @@ class _Site:
     and a calibration under a work order; a share of the sites (``power_cut_share``) loses power
     once, for 0.5 to 3 h in opening hours, gateway and devices together, and half of those
     gateways sign a power_fail first. Both are drawn from a generator of their own, so a
-    scenario without them runs exactly as before."""
+    scenario without them runs exactly as before. Subclasses name the devices a visit may come
+    to (``honest_devices``: all but the site's cheater)."""
 
-    def plan_honest_events(self, start_ms, days, seed, devices):
+    def plan_honest_events(self, start_ms, days, seed):
         rng = random.Random(f"{seed}/{self.site_id}/honest-events")
         self.visits = {}        # day -> the device ids serviced that night
         self.work_orders = []
         share = self.spec.get("service_visit_share", 0.0)
-        for device in devices:
+        for device in self.honest_devices():
             if days > 1 and rng.random() < share:
                 day = rng.randrange(1, days)
                 slot = len(self.visits.setdefault(day, []))
@@ -307,6 +308,9 @@ class _ForecourtSite(_Site):
     def nozzles(self):
         for nozzles in self.dispensers.values():
             yield from nozzles
+
+    def honest_devices(self):
+        return [address for address in self.dispensers if address != self.cheat_address]
 
     def day(self, day, day_start_ms):
         """Simulate one local day: sales, heartbeats, tank readings, the night's deliveries."""
@@ -556,6 +560,10 @@ class _MarketSite(_Site):
                 self.gateway.emit(t + 1, "status", status_body(links=("scale",)))
         return self.gateway.flush()
 
+    def honest_devices(self):
+        cheater = self.cheat.label.device_ref if self.cheat else None
+        return [scale.scale_id for scale in self.scales if scale.scale_id != cheater]
+
     def _service(self, day, at_ms, scale_id):
         """An authorised visit: the seal opened, the span adjusted to within ±0.1 e at Max of
         true, the seal closed."""
@@ -666,12 +674,7 @@ class Fleet:
                 self.sites.append(_MarketSite(self, site_id, market, cheat,
                                               random.Random(rng.random())))
         for site in self.sites:
-            if isinstance(site, _ForecourtSite):
-                devices = [a for a in site.dispensers if a != site.cheat_address]
-            else:
-                devices = [s.scale_id for s in site.scales
-                           if site.cheat is None or s.scale_id != site.cheat.label.device_ref]
-            site.plan_honest_events(self.start_ms, self.days, self.seed, devices)
+            site.plan_honest_events(self.start_ms, self.days, self.seed)
         if (dispenser_cheats and not forecourt) or (scale_cheats and not market):
             raise FleetScenarioError("cheats need a [forecourt] for dispensers and a [market] "
                                      "for scales")
